@@ -1,0 +1,36 @@
+# The two commands of the README. Each one creates .venv and installs what it needs first.
+#   make book   build the whole book (every notebook executed, preset quick, CPU) into _build/html
+#   make test   run the unit tests and every notebook (nbval), preset quick, CPU
+# Extra: make bench (benchmarks -> bench/results/*.json), make clean.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export SGDLAB_PRESET ?= quick
+export SGDLAB_DEVICE ?= cpu
+export MPLBACKEND ?= Agg
+export PYTHONHASHSEED := 0
+
+.PHONY: book test bench clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m ipykernel install --prefix $(VENV) --name python3 > /dev/null
+	touch $(STAMP)
+
+book: $(STAMP)
+	rm -rf _build/html _build/.jupyter_cache
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 tests --nbval-lax book
+
+bench: $(STAMP)
+	$(BIN)/python bench/train.py
+
+clean:
+	rm -rf _build $(VENV)

@@ -1,0 +1,33 @@
+"""sgdlab: see, measure and reproduce how SGD moves through a network's loss surface.
+
+The package behind the sgdlab book. Parameters are dicts of tensors (the ``torch.func``
+convention, see :mod:`sgdlab.params`); data sets live on the device (:mod:`sgdlab.data`);
+one loop trains everything (:mod:`sgdlab.train`); presets set the scale (:mod:`sgdlab.presets`).
+"""
+
+from . import plots
+from .data import DATASETS, Dataset, load_dataset
+from .models import ARCHITECTURES, make_model
+from .params import (
+    clone_params,
+    distance,
+    flatten,
+    full_loss,
+    lerp,
+    loss_and_accuracy,
+    model_params,
+    norm,
+    num_parameters,
+)
+from .presets import PRESETS, Preset, default_device, describe, get_preset
+from .train import OPTIMIZERS, SCHEDULES, Callback, History, Step, StopTraining, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ARCHITECTURES", "DATASETS", "OPTIMIZERS", "PRESETS", "SCHEDULES",
+    "Callback", "Dataset", "History", "Preset", "Step", "StopTraining",
+    "clone_params", "default_device", "describe", "distance", "flatten", "full_loss",
+    "get_preset", "lerp", "load_dataset", "loss_and_accuracy", "make_model", "model_params",
+    "norm", "num_parameters", "plots", "train",
+]

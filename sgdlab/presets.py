@@ -1,0 +1,102 @@
+"""Named scales for every experiment in the book, and the choice of device.
+
+A *preset* says how big an experiment is: which data set and model stand for "a small
+network" and "a convolutional network", and how long to train. The book runs on three:
+
+========  ===========================  ================================  ==================
+preset    where                        data and models                   budget
+========  ===========================  ================================  ==================
+quick     any CPU (book build, CI)     digits, mnist1d; small MLP / CNN  <= 90 s a notebook
+gpu       Colab T4 and up              MNIST, CIFAR-10; paper MLP, VGG   <= 10 min a notebook
+paper     a GPU, from the command line as in the papers                  hours, resumable
+========  ===========================  ================================  ==================
+
+The environment variable ``SGDLAB_PRESET`` picks one (default ``quick``);
+``SGDLAB_DEVICE`` overrides the device, which is otherwise CUDA when present, else the CPU.
+Presets are plain data: a chapter reads the fields it needs and never branches on the name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+
+PRESET_VARIABLE = "SGDLAB_PRESET"
+DEVICE_VARIABLE = "SGDLAB_DEVICE"
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """The scale of the book's experiments (see the module docstring)."""
+
+    name: str
+    description: str
+    mlp_dataset: str      # data set for the fully connected experiments
+    mlp_arch: str         # architecture for them (see sgdlab.models)
+    cnn_dataset: str      # data set for the convolutional experiments
+    cnn_arch: str
+    epochs: int           # a typical training length, in epochs, for one run
+    batch_size: int       # the default mini-batch size (the papers use 100)
+    seeds: int            # how many seeds a chapter averages over
+    download: bool        # may data sets be downloaded (never in the quick preset)
+
+
+PRESETS = {
+    "quick": Preset(
+        name="quick",
+        description="laptop CPU, bundled data, small models: minutes per notebook",
+        mlp_dataset="digits", mlp_arch="mlp",
+        cnn_dataset="mnist1d", cnn_arch="cnn",
+        epochs=20, batch_size=100, seeds=5, download=False,
+    ),
+    "gpu": Preset(
+        name="gpu",
+        description="a Colab GPU, MNIST and CIFAR-10, the papers' models: under 10 minutes per notebook",
+        mlp_dataset="mnist", mlp_arch="mlp-paper",
+        cnn_dataset="cifar10", cnn_arch="vgg11",
+        epochs=10, batch_size=100, seeds=3, download=True,
+    ),
+    "paper": Preset(
+        name="paper",
+        description="the papers' protocols on a GPU, from the command line: hours, resumable",
+        mlp_dataset="mnist", mlp_arch="mlp-paper",
+        cnn_dataset="cifar10", cnn_arch="vgg11",
+        epochs=200, batch_size=100, seeds=3, download=True,
+    ),
+}
+
+
+def get_preset(name: str | None = None) -> Preset:
+    """The preset called ``name``, or the one ``SGDLAB_PRESET`` names (default ``quick``)."""
+    if name is None:
+        name = os.environ.get(PRESET_VARIABLE, "quick")
+    if name not in PRESETS:
+        raise ValueError(
+            f"preset {name!r} is not known; choose one of: {', '.join(PRESETS)} "
+            f"(set it with the environment variable {PRESET_VARIABLE})"
+        )
+    return PRESETS[name]
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else the CPU; ``SGDLAB_DEVICE`` (e.g. ``cpu``) overrides."""
+    wanted = os.environ.get(DEVICE_VARIABLE)
+    if wanted:
+        try:
+            device = torch.device(wanted)
+        except RuntimeError as error:
+            raise ValueError(f"{DEVICE_VARIABLE}={wanted!r} is not a device name: {error}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"{DEVICE_VARIABLE}={wanted!r} but CUDA is not available here")
+        return device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def describe(preset: Preset | None = None) -> str:
+    """One line a notebook prints first: which preset and which device it runs on."""
+    preset = preset or get_preset()
+    device = default_device()
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    return f"sgdlab preset '{preset.name}' ({preset.description}); device {device} ({where}); torch {torch.__version__}"

@@ -1,0 +1,334 @@
+"""One training loop for mini-batch SGD, full-batch GD, momentum, Adam and RMSProp.
+
+``train(model, dataset, lr=..., batch_size=..., epochs=...)`` trains the model in place and
+returns a :class:`History`. Optimisers come from ``torch.optim`` and learning-rate schedules
+from ``torch.optim.lr_scheduler``; nothing here re-implements them.
+
+Callbacks (recorders) watch every step through :class:`Callback`'s hooks and may stop the run
+by raising :class:`StopTraining`; they never change the loop otherwise.
+
+Conventions
+-----------
+* A *step* is one parameter update; ``Step.index`` counts them from 0 across epochs.
+* ``batch_size="full"`` is full-batch gradient descent: one step per epoch over the whole
+  training set (augmentation, if the data set has it, still applies).
+* Schedules are stepped after every update, so their milestones are converted from epochs
+  to steps: ``{"name": "step", "milestones": [10, 15], "gamma": 0.1}`` multiplies the rate by
+  0.1 after epoch 10 and again after epoch 15.
+* ``seed`` fixes the data order and augmentation (one generator on the data's device); the
+  initialisation is fixed by ``make_model(..., seed=...)``. On the CPU the same seeds give
+  bit-identical runs.
+* Divergence: a mini-batch loss that is not finite, or that exceeds ``diverge_factor``
+  times the first step's loss, stops training; ``History.diverged_at`` holds the step and
+  ``History.stopped_because`` says why. Nothing non-finite enters the history.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .data import Dataset, epoch_batches, steps_per_epoch
+from .params import Params, clone_params, loss_and_accuracy, model_params
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+SCHEDULES = ("constant", "step", "cosine", "warmup-cosine")
+PROGRESS_MIN_STEPS = 200  # shorter runs show no progress bar
+
+
+class StopTraining(Exception):
+    """Raised by a callback to end training after the current step; the message says why."""
+
+
+@dataclasses.dataclass
+class Step:
+    """What a callback sees after one update.
+
+    ``x``, ``y`` are the mini-batch (after augmentation); ``loss`` is its mean cross-entropy
+    before the update and ``lr`` the rate used for it. ``params_before`` is a copy of the
+    parameters (and buffers) before the update, filled only when some callback sets
+    ``wants_params_before``; :attr:`params_after` and :attr:`grads` are the model's live
+    tensors, valid until the next step (clone them to keep them).
+    """
+
+    index: int
+    epoch: int
+    x: torch.Tensor
+    y: torch.Tensor
+    loss: float
+    lr: float
+    model: torch.nn.Module
+    params_before: Params | None
+
+    @property
+    def params_after(self) -> Params:
+        return model_params(self.model)
+
+    @property
+    def grads(self) -> Params:
+        """The mini-batch gradient of this step, by parameter name (without weight decay)."""
+        return {name: p.grad for name, p in self.model.named_parameters() if p.grad is not None}
+
+
+class Callback:
+    """Base class of training recorders; override the hooks you need."""
+
+    wants_params_before = False  # set True to receive Step.params_before (costs one copy per step)
+
+    def on_train_begin(self, model: torch.nn.Module, dataset: Dataset) -> None:
+        """Called once, before the first step."""
+
+    def on_step(self, step: Step) -> None:
+        """Called after every update."""
+
+    def on_epoch_end(self, epoch: int, history: "History") -> None:
+        """Called after each completed epoch (0-based), once the epoch's metrics are in ``history``."""
+
+    def on_train_end(self, history: "History") -> None:
+        """Called once when training ends, for whatever reason."""
+
+
+@dataclasses.dataclass
+class History:
+    """What a run did, step by step and epoch by epoch.
+
+    Per step: ``step_loss`` (mini-batch loss before the update) and ``step_lr``. Per
+    evaluation (after each completed epoch, and at the end of a run that stops mid-epoch):
+    ``epoch`` (epochs completed, may be fractional), the full training-set loss and accuracy
+    (no augmentation, BatchNorm in eval mode) and the test loss and accuracy. Accuracies are
+    fractions in [0, 1].
+    """
+
+    config: dict
+    steps_per_epoch: int
+    step_loss: list = dataclasses.field(default_factory=list)
+    step_lr: list = dataclasses.field(default_factory=list)
+    epoch: list = dataclasses.field(default_factory=list)
+    train_loss: list = dataclasses.field(default_factory=list)
+    train_accuracy: list = dataclasses.field(default_factory=list)
+    test_loss: list = dataclasses.field(default_factory=list)
+    test_accuracy: list = dataclasses.field(default_factory=list)
+    diverged_at: int | None = None
+    stopped_because: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def steps(self) -> int:
+        return len(self.step_loss)
+
+    @property
+    def diverged(self) -> bool:
+        return self.diverged_at is not None
+
+    def save(self, path: str | Path) -> None:
+        """Write the history as JSON."""
+        Path(path).write_text(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "History":
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def make_optimizer(name: str, parameters, *, lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """A ``torch.optim`` optimiser by name (see ``OPTIMIZERS``)."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer {name!r} is not known; choose one of: {', '.join(OPTIMIZERS)}")
+    if momentum and name not in ("sgd", "rmsprop"):
+        raise ValueError(f"momentum={momentum} applies to optimizer 'sgd' or 'rmsprop', not {name!r} (Adam has betas)")
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+    return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+
+
+def make_schedule(schedule: Any, optimizer: torch.optim.Optimizer, *, total_steps: int, steps_per_epoch: int):
+    """A ``torch.optim.lr_scheduler`` object stepped once per update, or ``None`` for a constant rate.
+
+    ``schedule`` is ``None``, a name from ``SCHEDULES``, a dict ``{"name": ..., **options}``,
+    or a callable ``optimizer -> scheduler`` for anything else ``torch.optim.lr_scheduler``
+    offers. Options, in epochs: ``step``: ``milestones`` (default: 50% and 75% of training),
+    ``gamma`` (0.1); ``cosine``: ``eta_min`` (0); ``warmup-cosine``: ``warmup`` (epochs,
+    default 5% of training), ``eta_min``.
+    """
+    if schedule is None or callable(schedule):
+        return schedule(optimizer) if schedule is not None else None
+    options = dict(schedule) if isinstance(schedule, dict) else {"name": schedule}
+    name = options.pop("name", None)
+    if name not in SCHEDULES:
+        raise ValueError(f"schedule {name!r} is not known; choose one of: {', '.join(SCHEDULES)}, or pass a callable")
+    allowed = {"constant": set(), "step": {"milestones", "gamma"}, "cosine": {"eta_min"}, "warmup-cosine": {"warmup", "eta_min"}}[name]
+    if set(options) - allowed:
+        raise ValueError(f"schedule {name!r} does not take {sorted(set(options) - allowed)}; it takes: {sorted(allowed) or 'no options'}")
+    sched = torch.optim.lr_scheduler
+    to_steps = lambda epochs: max(1, round(epochs * steps_per_epoch))
+    total_epochs = total_steps / steps_per_epoch
+    if name == "constant":
+        return None
+    if name == "step":
+        milestones = options.get("milestones", [0.5 * total_epochs, 0.75 * total_epochs])
+        return sched.MultiStepLR(optimizer, [to_steps(m) for m in milestones], gamma=options.get("gamma", 0.1))
+    if name == "cosine":
+        return sched.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=options.get("eta_min", 0.0))
+    warmup = min(to_steps(options.get("warmup", 0.05 * total_epochs)), total_steps - 1)
+    return sched.SequentialLR(
+        optimizer,
+        [sched.LinearLR(optimizer, start_factor=1.0 / warmup, total_iters=warmup),
+         sched.CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup), eta_min=options.get("eta_min", 0.0))],
+        milestones=[warmup],
+    )
+
+
+def _check_arguments(model, dataset, lr, batch_size, epochs, steps, diverge_factor) -> int:
+    """Validate the arguments of :func:`train`; return the batch size as an int."""
+    if not isinstance(dataset, Dataset):
+        raise ValueError(f"dataset must be an sgdlab Dataset (from load_dataset), got {type(dataset).__name__}")
+    if not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
+        raise ValueError(f"lr must be a positive finite number, got lr={lr!r}")
+    if batch_size == "full":
+        batch_size = dataset.n_train
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 0 < batch_size <= dataset.n_train:
+        raise ValueError(
+            f"batch_size must be an int in 1..{dataset.n_train} (the training set's size) or 'full', got batch_size={batch_size!r}"
+        )
+    if (epochs is None) == (steps is None):
+        raise ValueError(f"give exactly one of epochs and steps, got epochs={epochs!r}, steps={steps!r}")
+    for label, value in (("epochs", epochs), ("steps", steps)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise ValueError(f"{label} must be a positive int, got {label}={value!r}")
+    if diverge_factor is not None and not (isinstance(diverge_factor, (int, float)) and diverge_factor > 1):
+        raise ValueError(f"diverge_factor must be a number above 1 or None, got diverge_factor={diverge_factor!r}")
+    model.to(dataset.device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(dataset.x_train[:2])
+    except RuntimeError as error:
+        raise ValueError(
+            f"the model does not fit dataset {dataset.name!r} (examples of shape {dataset.input_shape}): {error}"
+        ) from None
+    finally:
+        model.train(was_training)
+    if out.shape != (2, dataset.num_classes):
+        raise ValueError(
+            f"the model gives outputs of shape {tuple(out.shape[1:])} per example; dataset {dataset.name!r} has {dataset.num_classes} classes"
+        )
+    return batch_size
+
+
+def train(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    *,
+    lr: float,
+    batch_size: int | str,
+    epochs: int | None = None,
+    steps: int | None = None,
+    optimizer: str = "sgd",
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    schedule: Any = None,
+    seed: int = 0,
+    callbacks: Sequence[Callback] = (),
+    progress: bool = True,
+    evaluate: bool = True,
+    diverge_factor: float | None = 100.0,
+) -> History:
+    """Train ``model`` in place on ``dataset`` and return its :class:`History`.
+
+    Exactly one of ``epochs`` and ``steps`` says how long. ``lr`` is the (initial) learning
+    rate; ``schedule`` changes it over time (see :func:`make_schedule`). ``evaluate=False``
+    skips the per-epoch full-set evaluation (it costs about one forward pass over the
+    training and test sets per epoch). ``diverge_factor=None`` stops only on a non-finite
+    loss. The model is moved to ``dataset.device`` first (in place, like ``model.to``).
+    """
+    batch_size = _check_arguments(model, dataset, lr, batch_size, epochs, steps, diverge_factor)
+    per_epoch = steps_per_epoch(dataset.n_train, batch_size)
+    total_steps = steps if steps is not None else epochs * per_epoch
+    opt = make_optimizer(optimizer, model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    scheduler = make_schedule(schedule, opt, total_steps=total_steps, steps_per_epoch=per_epoch)
+    generator = torch.Generator(device=dataset.device).manual_seed(seed)
+    config = dict(dataset=dataset.name, lr=lr, batch_size=batch_size, epochs=epochs, steps=steps, optimizer=optimizer,
+                  momentum=momentum, weight_decay=weight_decay, schedule=schedule if not callable(schedule) else repr(schedule),
+                  seed=seed, model=type(model).__name__)
+    history = History(config=config, steps_per_epoch=per_epoch)
+    wants_before = any(c.wants_params_before for c in callbacks)
+    bar = tqdm(total=total_steps, desc="training", unit="step", leave=False,
+               disable=not progress or total_steps < PROGRESS_MIN_STEPS)
+    started = time.perf_counter()
+
+    def evaluate_now(epochs_done: float) -> None:
+        params = model_params(model)
+        train_loss, train_acc = loss_and_accuracy(model, params, dataset.x_train, dataset.y_train)
+        test_loss, test_acc = loss_and_accuracy(model, params, dataset.x_test, dataset.y_test)
+        history.epoch.append(epochs_done)
+        history.train_loss.append(train_loss)
+        history.train_accuracy.append(train_acc)
+        history.test_loss.append(test_loss)
+        history.test_accuracy.append(test_acc)
+
+    for callback in callbacks:
+        callback.on_train_begin(model, dataset)
+    model.train()
+    step_index = 0
+    try:
+        while step_index < total_steps:
+            epoch = step_index // per_epoch  # every epoch has exactly per_epoch steps
+            for x, y in epoch_batches(dataset, batch_size, generator, shuffle=batch_size < dataset.n_train):
+                before = clone_params(model_params(model)) if wants_before else None
+                current_lr = opt.param_groups[0]["lr"]
+                opt.zero_grad()
+                loss = F.cross_entropy(model(x), y)
+                loss_value = loss.item()
+                limit = diverge_factor * history.step_loss[0] if diverge_factor and history.step_loss else math.inf
+                if not math.isfinite(loss_value) or loss_value > limit:
+                    history.diverged_at = step_index
+                    history.stopped_because = (
+                        f"the mini-batch loss reached {loss_value:.4g} at step {step_index} (epoch {epoch}) with lr={current_lr:g}"
+                        + (f", over {diverge_factor:g} times the first loss {history.step_loss[0]:.4g}" if math.isfinite(loss_value) else "")
+                    )
+                    warnings.warn(f"training diverged: {history.stopped_because}; try a smaller learning rate", RuntimeWarning, stacklevel=2)
+                    raise StopTraining(history.stopped_because)
+                loss.backward()
+                opt.step()
+                if scheduler is not None:
+                    scheduler.step()
+                history.step_loss.append(loss_value)
+                history.step_lr.append(current_lr)
+                step = Step(step_index, epoch, x, y, loss_value, current_lr, model, before)
+                step_index += 1  # counted before the callbacks, which may stop the run
+                bar.update(1)
+                for callback in callbacks:
+                    callback.on_step(step)
+                if step_index == total_steps:
+                    break
+            if step_index % per_epoch == 0:  # the epoch ran to its end
+                if evaluate:
+                    evaluate_now(float(epoch + 1))
+                for callback in callbacks:
+                    callback.on_epoch_end(epoch, history)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{history.step_loss[-1]:.3g}")
+        if evaluate and step_index % per_epoch:  # stopped mid-epoch: evaluate where it ended
+            evaluate_now(step_index / per_epoch)
+    except StopTraining as reason:
+        history.stopped_because = history.stopped_because or str(reason)
+        if evaluate and not history.diverged and (not history.epoch or history.epoch[-1] != step_index / per_epoch):
+            evaluate_now(step_index / per_epoch)
+    finally:
+        bar.close()
+        history.seconds = time.perf_counter() - started
+    for callback in callbacks:
+        callback.on_train_end(history)
+    return history
