@@ -1,6 +1,7 @@
 # The two commands of the README. Each one creates .venv and installs what it needs first.
 #   make book   build the whole book (every notebook executed, preset quick, CPU) into _build/html
-#   make test   run the unit tests and every notebook (nbval), preset quick, CPU
+#   make test   run the unit tests and every notebook (nbval), preset quick, CPU; --dist loadfile
+#               keeps all cells of a notebook on one worker, in order
 # Extra: make bench (benchmarks -> bench/results/*.json), make clean.
 
 PYTHON ?= python3
@@ -27,7 +28,7 @@ book: $(STAMP)
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 tests --nbval-lax book
+	$(BIN)/python -m pytest -n 2 --dist loadfile tests --nbval-lax book
 
 bench: $(STAMP)
 	$(BIN)/python bench/train.py
