@@ -7,6 +7,16 @@ one loop trains everything (:mod:`sgdlab.train`); presets set the scale (:mod:`s
 
 from . import plots
 from .data import DATASETS, Dataset, load_dataset
+from .landscape import (
+    LMCBarrier,
+    WalkRecorder,
+    WalkResult,
+    barrier_height,
+    crosses_barrier,
+    interpolate,
+    lmc_barrier,
+    record_walk,
+)
 from .models import ARCHITECTURES, make_model
 from .params import (
     clone_params,
@@ -26,7 +36,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ARCHITECTURES", "DATASETS", "OPTIMIZERS", "PRESETS", "SCHEDULES",
-    "Callback", "Dataset", "History", "Preset", "Step", "StopTraining",
+    "Callback", "Dataset", "History", "LMCBarrier", "Preset", "Step", "StopTraining", "WalkRecorder", "WalkResult",
+    "barrier_height", "crosses_barrier", "interpolate", "lmc_barrier", "record_walk",
     "clone_params", "default_device", "describe", "distance", "flatten", "full_loss",
     "get_preset", "lerp", "load_dataset", "loss_and_accuracy", "make_model", "model_params",
     "norm", "num_parameters", "plots", "train",

@@ -63,3 +63,57 @@ def plot_learning_rate(histories: Sequence[History], labels: Sequence[str], ax=N
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return ax
+
+
+def plot_walk(result, epoch: int | None, *, first: int = 0, count: int = 40, ax=None, color="C0"):
+    """The full-set loss along ``count`` consecutive steps of one recorded epoch ("A Walk with SGD", Figure 1 kind).
+
+    The x-axis counts iterations: between iteration t and t + 1 lie the interpolated points
+    ``t + alpha``; grey vertical lines mark the iterates. The dashed orange line joins
+    each segment's lowest point: the valley floor. ``epoch=None`` takes all recorded steps
+    in order (full-batch descent records one step per epoch).
+    """
+    ax = _axes(ax, figsize=(10, 3.2))
+    steps, curves = result.segments(epoch)
+    steps, curves = steps[first:first + count], curves[first:first + count]
+    for t, curve in zip(steps, curves):
+        ax.plot(t + result.alphas, curve, color=color, lw=1.2)
+        ax.axvline(t, color="0.85", lw=0.6, zorder=0)
+    position, floor = result.valley_floor(epoch)
+    ax.plot(position[first:first + count], floor[first:first + count], "--", color="C1", lw=1.2, label="valley floor (lowest point of each segment)")
+    ax.set(xlabel="iteration (global step; interpolated points between iterates)", ylabel="full training-set loss (nats)",
+           title=f"{'epoch ' + str(epoch) if epoch else 'all recorded steps'}: loss between consecutive iterates, steps {steps[0]}-{steps[-1] + 1}")
+    ax.legend(fontsize=8, loc="upper right")
+    return ax
+
+
+def plot_barriers_per_epoch(results: dict, ax=None, *, tol: float = 0.0):
+    """Barriers crossed per recorded epoch ("A Walk with SGD", Figure 4 kind), one bar group per run.
+
+    ``results`` maps a label to a ``WalkResult``; each bar is labelled with the share of
+    that epoch's steps.
+    """
+    ax = _axes(ax, figsize=(8, 3.5))
+    width = 0.8 / max(1, len(results))
+    for i, (label, result) in enumerate(results.items()):
+        rows = result.census(tol)
+        x = np.arange(len(rows)) + i * width
+        bars = ax.bar(x, [r["barriers"] for r in rows], width, label=label)
+        ax.bar_label(bars, [f"{r['barriers']}/{r['steps']}" for r in rows], fontsize=7)
+        ax.set_xticks(np.arange(len(rows)) + width * (len(results) - 1) / 2, [str(r["epoch"]) for r in rows])
+    ax.set(xlabel="epoch", ylabel="barriers crossed (steps)", title="barriers crossed per recorded epoch")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def census_table(result, *, tol: float = 0.0, caption: str = ""):
+    """The census ("A Walk with SGD", Table 1 kind) as a Markdown table for a notebook."""
+    from IPython.display import Markdown
+
+    lines = [caption, "",
+             "| epoch | steps | barriers crossed | largest barrier / loss | steps with a valley inside | floor rises | floor falls | mean loss (nats) |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in result.census(tol):
+        lines.append(f"| {r['epoch']} | {r['steps']} | {r['barriers']} | {r['max_relative_height']:.2%} | "
+                     f"{r['interior_minimum']:.0%} | {r['floor_rises']} | {r['floor_falls']} | {r['mean_loss']:.3f} |")
+    return Markdown("\n".join(lines))

@@ -41,6 +41,13 @@ class Preset:
     batch_size: int       # the default mini-batch size (the papers use 100)
     seeds: int            # how many seeds a chapter averages over
     download: bool        # may data sets be downloaded (never in the quick preset)
+    # "A Walk with SGD" (book/walk.ipynb, `python -m sgdlab run walk`)
+    walk_batch_size: int              # mini-batch size of the walk (the paper: 100)
+    walk_weight_decay: float          # L2 weight decay of the walk's SGD (the paper's code: 1e-4)
+    walk_epochs: tuple                # epochs whose every step is interpolated, counted from 1
+    walk_cnn_epochs: tuple            # the same for the convolutional network
+    walk_cnn_steps: int | None        # record only the first steps of each epoch (None: all)
+    walk_cnn_eval_examples: int | None  # evaluate the loss on the first examples only (None: all)
 
 
 PRESETS = {
@@ -50,6 +57,8 @@ PRESETS = {
         mlp_dataset="digits", mlp_arch="mlp",
         cnn_dataset="mnist1d", cnn_arch="cnn",
         epochs=20, batch_size=100, seeds=5, download=False,
+        walk_batch_size=10, walk_weight_decay=0.0, walk_epochs=(1, 5, 10), walk_cnn_epochs=(1, 3),
+        walk_cnn_steps=None, walk_cnn_eval_examples=None,
     ),
     "gpu": Preset(
         name="gpu",
@@ -57,6 +66,8 @@ PRESETS = {
         mlp_dataset="mnist", mlp_arch="mlp-paper",
         cnn_dataset="cifar10", cnn_arch="vgg11",
         epochs=10, batch_size=100, seeds=3, download=True,
+        walk_batch_size=100, walk_weight_decay=1e-4, walk_epochs=(1, 2, 5, 10), walk_cnn_epochs=(1, 2),
+        walk_cnn_steps=40, walk_cnn_eval_examples=10_000,
     ),
     "paper": Preset(
         name="paper",
@@ -64,6 +75,8 @@ PRESETS = {
         mlp_dataset="mnist", mlp_arch="mlp-paper",
         cnn_dataset="cifar10", cnn_arch="vgg11",
         epochs=200, batch_size=100, seeds=3, download=True,
+        walk_batch_size=100, walk_weight_decay=1e-4, walk_epochs=(1, 10, 25, 100), walk_cnn_epochs=(1, 10, 25, 100),
+        walk_cnn_steps=None, walk_cnn_eval_examples=None,
     ),
 }
 

@@ -18,6 +18,11 @@ Conventions
 * ``seed`` fixes the data order and augmentation (one generator on the data's device); the
   initialisation is fixed by ``make_model(..., seed=...)``. On the CPU the same seeds give
   bit-identical runs.
+* Resuming: with ``checkpoint=PATH`` the run's whole state (model, optimiser, schedule, data
+  generator, history and the callbacks' :meth:`Callback.state_dict`) is written to ``PATH``
+  after every completed epoch, atomically; calling ``train`` again with the same arguments
+  and ``PATH`` continues from the last completed epoch and ends exactly as an uninterrupted
+  run would. A run that dies loses at most the epoch in progress.
 * Divergence: a mini-batch loss that is not finite, or that exceeds ``diverge_factor``
   times the first step's loss, stops training; ``History.diverged_at`` holds the step and
   ``History.stopped_because`` says why. Nothing non-finite enters the history.
@@ -28,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -95,6 +101,15 @@ class Callback:
 
     def on_train_end(self, history: "History") -> None:
         """Called once when training ends, for whatever reason."""
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs of this recorder, saved after each epoch (tensors, numbers,
+        strings, lists and dicts only: checkpoints load with ``weights_only=True``)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`; called after ``on_train_begin`` and after the model's
+        parameters are restored, when a run resumes from a checkpoint."""
 
 
 @dataclasses.dataclass
@@ -245,6 +260,7 @@ def train(
     progress: bool = True,
     evaluate: bool = True,
     diverge_factor: float | None = 100.0,
+    checkpoint: str | os.PathLike | None = None,
 ) -> History:
     """Train ``model`` in place on ``dataset`` and return its :class:`History`.
 
@@ -253,6 +269,7 @@ def train(
     skips the per-epoch full-set evaluation (it costs about one forward pass over the
     training and test sets per epoch). ``diverge_factor=None`` stops only on a non-finite
     loss. The model is moved to ``dataset.device`` first (in place, like ``model.to``).
+    ``checkpoint`` makes the run resumable (see the module docstring).
     """
     batch_size = _check_arguments(model, dataset, lr, batch_size, epochs, steps, diverge_factor)
     per_epoch = steps_per_epoch(dataset.n_train, batch_size)
@@ -281,8 +298,12 @@ def train(
 
     for callback in callbacks:
         callback.on_train_begin(model, dataset)
-    model.train()
     step_index = 0
+    state = {"model": model, "optimizer": opt, "scheduler": scheduler, "generator": generator}
+    if checkpoint is not None and Path(checkpoint).exists():
+        history, step_index = _resume(checkpoint, state, history, callbacks)
+        bar.update(step_index)
+    model.train()
     try:
         while step_index < total_steps:
             epoch = step_index // per_epoch  # every epoch has exactly per_epoch steps
@@ -319,6 +340,8 @@ def train(
                     evaluate_now(float(epoch + 1))
                 for callback in callbacks:
                     callback.on_epoch_end(epoch, history)
+                if checkpoint is not None:
+                    _save_checkpoint(checkpoint, state, history, step_index, callbacks)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{history.step_loss[-1]:.3g}")
         if evaluate and step_index % per_epoch:  # stopped mid-epoch: evaluate where it ended
             evaluate_now(step_index / per_epoch)
@@ -328,7 +351,49 @@ def train(
             evaluate_now(step_index / per_epoch)
     finally:
         bar.close()
-        history.seconds = time.perf_counter() - started
+        history.seconds += time.perf_counter() - started  # a resumed run adds to the saved time
     for callback in callbacks:
         callback.on_train_end(history)
     return history
+
+
+def _save_checkpoint(path, state: dict, history: History, step_index: int, callbacks) -> None:
+    """Write the run's state after a completed epoch; a crash while writing keeps the previous file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scheduler = state["scheduler"]
+    payload = {
+        "step_index": step_index,
+        "model": state["model"].state_dict(),
+        "optimizer": state["optimizer"].state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "generator": state["generator"].get_state(),
+        "history": json.dumps(dataclasses.asdict(history)),
+        "callbacks": [callback.state_dict() for callback in callbacks],
+    }
+    partial = path.with_name(path.name + ".partial")
+    torch.save(payload, partial)
+    os.replace(partial, path)
+
+
+def _resume(path, state: dict, history: History, callbacks) -> tuple[History, int]:
+    """Load a checkpoint written by :func:`_save_checkpoint` into ``state``; check it is this run's."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved_history = History(**json.loads(saved["history"]))
+    if saved_history.config != history.config:
+        changed = sorted(k for k in history.config if saved_history.config.get(k) != history.config[k])
+        raise ValueError(
+            f"checkpoint {str(path)!r} belongs to another run (different {', '.join(changed)}: "
+            f"{ {k: saved_history.config.get(k) for k in changed} } there, { {k: history.config[k] for k in changed} } here); "
+            "delete it or choose another checkpoint path"
+        )
+    if len(saved["callbacks"]) != len(callbacks):
+        raise ValueError(f"checkpoint {str(path)!r} was written with {len(saved['callbacks'])} callbacks, this run has {len(callbacks)}")
+    state["model"].load_state_dict(saved["model"])
+    state["optimizer"].load_state_dict(saved["optimizer"])
+    if state["scheduler"] is not None:
+        state["scheduler"].load_state_dict(saved["scheduler"])
+    state["generator"].set_state(saved["generator"].cpu())  # generator states live on the CPU
+    for callback, callback_state in zip(callbacks, saved["callbacks"]):
+        callback.load_state_dict(callback_state)
+    return saved_history, saved["step_index"]

@@ -156,3 +156,42 @@ def test_a_model_built_for_another_dataset_is_refused(digits):
 def test_dataset_must_come_from_load_dataset(digits):
     with pytest.raises(ValueError, match="dataset must be an sgdlab Dataset"):
         sgdlab.train(sgdlab.make_model("mlp", digits), "digits", lr=0.1, batch_size=100, epochs=1)
+
+
+class Crash(Callback):
+    """Kills the run at a given step, like a lost Colab session (not a clean StopTraining)."""
+
+    def __init__(self, at_step=None):
+        self.at_step = at_step
+
+    def on_step(self, step):
+        if step.index == self.at_step:
+            raise KeyboardInterrupt
+
+
+def test_a_run_resumed_from_its_checkpoint_ends_as_an_uninterrupted_one(digits, tmp_path):
+    options = dict(lr=0.1, batch_size=100, epochs=4, momentum=0.9, schedule="cosine", seed=5, progress=False)
+    model = sgdlab.make_model("mlp", digits, seed=1)
+    history = sgdlab.train(model, digits, callbacks=[Crash()], **options)
+
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    crashed = sgdlab.make_model("mlp", digits, seed=1)
+    with pytest.raises(KeyboardInterrupt):
+        sgdlab.train(crashed, digits, callbacks=[Crash(at_step=2 * 14 + 3)], checkpoint=checkpoint, **options)
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["step_index"] == 2 * 14  # the last completed epoch, not the step it died in
+
+    resumed = sgdlab.make_model("mlp", digits, seed=1)
+    resumed_history = sgdlab.train(resumed, digits, callbacks=[Crash()], checkpoint=checkpoint, **options)
+    for (name, a), b in zip(model.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert resumed_history.step_loss == history.step_loss
+    assert resumed_history.step_lr == history.step_lr
+    assert resumed_history.test_accuracy == history.test_accuracy
+
+
+def test_a_checkpoint_of_another_run_is_refused(digits, tmp_path):
+    checkpoint = tmp_path / "checkpoint.pt"
+    quick_train(digits, epochs=1, checkpoint=checkpoint)
+    with pytest.raises(ValueError, match="another run .*lr"):
+        quick_train(digits, epochs=1, lr=0.2, checkpoint=checkpoint)

@@ -1,0 +1,191 @@
+import numpy as np
+import pytest
+import torch
+
+import sgdlab
+from sgdlab.landscape import (
+    DEFAULT_ALPHAS, WalkRecorder, WalkResult, barrier_height, crosses_barrier,
+    has_interior_minimum, interpolate, lmc_barrier,
+)
+
+
+def naive_curve(model, a, b, x, y, alphas=DEFAULT_ALPHAS, bn="eval", chunk_size=500):
+    return torch.tensor([sgdlab.full_loss(model, sgdlab.lerp(a, b, alpha), x, y, bn=bn, chunk_size=chunk_size) for alpha in alphas], dtype=torch.float64)
+
+
+def two_iterates(data, arch="mlp", epochs=1, **options):
+    model = sgdlab.make_model(arch, data, seed=0, **options)
+    start = sgdlab.clone_params(sgdlab.model_params(model))
+    sgdlab.train(model, data, lr=0.1, batch_size=100, epochs=epochs, progress=False, evaluate=False)
+    return model, start, sgdlab.clone_params(sgdlab.model_params(model))
+
+
+@pytest.mark.parametrize("arch, options", [
+    ("mlp", {}), ("mlp", {"batchnorm": True}), ("cnn", {}), ("cnn", {"batchnorm": True}),
+])
+def test_interpolation_matches_evaluating_each_point(digits, arch, options):
+    model, a, b = two_iterates(digits, arch, **options)
+    for bn in ("eval", "batch"):
+        ours = interpolate(model, a, b, digits.x_train, digits.y_train, bn=bn, chunk_size=500)
+        assert torch.allclose(ours, naive_curve(model, a, b, digits.x_train, digits.y_train, bn=bn), rtol=1e-5), bn
+
+
+def test_interpolation_works_for_models_that_are_not_sequential(digits):
+    cifar_like = sgdlab.data.Dataset("cifar10", torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,)),
+                                     torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,)), 10)
+    model = sgdlab.make_model("resnet20", cifar_like)
+    a = sgdlab.clone_params(sgdlab.model_params(model))
+    b = sgdlab.model_params(sgdlab.make_model("resnet20", cifar_like, seed=1))
+    ours = interpolate(model, a, b, cifar_like.x_train, cifar_like.y_train, alphas=[0.0, 0.5, 1.0])
+    assert torch.allclose(ours, naive_curve(model, a, b, cifar_like.x_train, cifar_like.y_train, [0.0, 0.5, 1.0]), rtol=1e-5)
+
+
+def test_interpolation_leaves_the_model_untouched(digits):
+    model, a, b = two_iterates(digits, "mlp", batchnorm=True)
+    before = sgdlab.clone_params(sgdlab.model_params(model))
+    interpolate(model, a, b, digits.x_train, digits.y_train, bn="batch")
+    assert all(torch.equal(before[k], v) for k, v in sgdlab.model_params(model).items())
+
+
+def test_barrier_definitions_on_hand_made_curves():
+    valley = [1.0, 0.8, 0.7, 0.9]
+    bump = [1.0, 1.3, 1.1, 0.9]
+    assert not crosses_barrier(valley) and barrier_height(valley) == 0.0 and has_interior_minimum(valley)
+    assert crosses_barrier(bump) and barrier_height(bump) == pytest.approx(0.3)
+    assert not crosses_barrier(bump, tol=0.5)
+    assert not crosses_barrier([1.0, 1.0, 1.0]) and not has_interior_minimum([1.0, 0.9, 0.8])
+
+
+@pytest.mark.parametrize("curve", [[1.0, 2.0], [], 3.0])
+def test_curves_shorter_than_three_points_are_refused(curve):
+    with pytest.raises(ValueError, match="at least 3 points"):
+        barrier_height(curve)
+
+
+@pytest.mark.parametrize("alphas, message", [
+    ([0.0, 0.5, 1.5], "must lie in \\[0, 1\\]"), ([-0.1, 0.5], "must lie in"), ([0.0, 0.6, 0.4, 1.0], "strictly increasing"),
+])
+def test_bad_alphas_are_refused(digits, alphas, message):
+    model, a, b = two_iterates(digits)
+    with pytest.raises(ValueError, match=message):
+        interpolate(model, a, b, digits.x_train, digits.y_train, alphas)
+
+
+def test_parameters_that_do_not_fit_the_model_are_named(digits):
+    model, a, b = two_iterates(digits)
+    with pytest.raises(ValueError, match="params_b does not fit the model: missing keys \\['out.bias'\\]"):
+        interpolate(model, a, {k: v for k, v in b.items() if k != "out.bias"}, digits.x_train, digits.y_train)
+    wide = sgdlab.model_params(sgdlab.make_model("mlp", digits, hidden=(32,)))
+    with pytest.raises(ValueError, match="params_a\\['fc1.weight'\\] has shape \\(32, 64\\)"):
+        interpolate(model, wide, b, digits.x_train, digits.y_train)
+
+
+def test_lmc_barrier_offers_both_definitions(digits):
+    model, a, b = two_iterates(digits)
+    other = sgdlab.model_params(sgdlab.make_model("mlp", digits, seed=5))
+    barrier = lmc_barrier(model, b, other, digits.x_train, digits.y_train)
+    curve, alphas = barrier.curve, barrier.alphas
+    assert barrier.above_line == pytest.approx(np.max(curve - ((1 - alphas) * curve[0] + alphas * curve[-1])))
+    assert barrier.above_mean == pytest.approx(curve.max() - (curve[0] + curve[-1]) / 2)
+    with pytest.raises(ValueError, match="start at 0 and end at 1"):
+        lmc_barrier(model, a, b, digits.x_train, digits.y_train, alphas=[0.0, 0.5])
+
+
+def recorded_walk(data, epochs=(1, 3), batch_size=50, **options):
+    recorder = WalkRecorder(epochs=epochs, **options)
+    snapshots = []
+
+    class Snapshots(sgdlab.Callback):
+        def on_step(self, step):
+            snapshots.append((step.epoch, sgdlab.clone_params(step.params_after)))
+
+    model = sgdlab.make_model("mlp", data, seed=0)
+    start = sgdlab.clone_params(sgdlab.model_params(model))
+    history = sgdlab.train(model, data, lr=0.1, batch_size=batch_size, epochs=max(epochs), callbacks=[recorder, Snapshots()], progress=False)
+    return model, start, snapshots, history, recorder.result
+
+
+def test_walk_recorder_curves_equal_interpolating_saved_iterates(digits):
+    model, start, snapshots, history, result = recorded_walk(digits)
+    assert result.epochs == [1, 3]
+    per_epoch = history.steps_per_epoch
+    assert list(result.steps[0]) == list(range(per_epoch))
+    assert list(result.steps[1]) == list(range(2 * per_epoch, 3 * per_epoch))
+    iterates = [start] + [params for _, params in snapshots]
+    for epoch_index, steps in enumerate(result.steps):
+        for row, t in enumerate(steps[:5]):
+            expected = naive_curve(model, iterates[t], iterates[t + 1], digits.x_train, digits.y_train)
+            assert np.allclose(result.curves[epoch_index][row], expected.numpy(), rtol=1e-5)
+    # the end of one step is the start of the next, evaluated once
+    assert np.array_equal(result.curves[0][1:, 0], result.curves[0][:-1, -1])
+    assert result.batch_loss[0][0] == history.step_loss[0]
+
+
+def test_walk_recorder_can_limit_steps_and_record_full_batch_descent(digits):
+    _, _, _, _, result = recorded_walk(digits, epochs=(2,), steps=4)
+    assert [len(c) for c in result.curves] == [4]
+    gd = WalkRecorder(epochs=range(1, 6))
+    sgdlab.train(sgdlab.make_model("mlp", digits, seed=0), digits, lr=0.1, batch_size="full", epochs=5,
+                 callbacks=[gd], progress=False)
+    assert gd.result.epochs == [1, 2, 3, 4, 5] and all(len(c) == 1 for c in gd.result.curves)
+
+
+def test_census_counts_barriers_interior_minima_and_floor_moves():
+    curves = np.array([
+        [1.0, 0.8, 0.9],   # interior minimum 0.8
+        [0.9, 0.85, 1.0],  # interior minimum 0.85: the floor rises
+        [1.0, 1.2, 0.7],   # a barrier of height 0.2 above the larger end 1.0
+        [0.7, 0.5, 0.6],   # interior minimum 0.5
+        [0.6, 0.4, 0.5],   # interior minimum 0.4: the floor falls
+    ])
+    result = WalkResult(np.array([0, 0.5, 1]), [1], [np.arange(5)], [curves], [np.zeros(5)])
+    row = result.census()[0]
+    assert row["barriers"] == 1 and row["max_relative_height"] == pytest.approx(0.2)
+    assert row["interior_minimum"] == pytest.approx(4 / 5)
+    assert row["floor_rises"] == 1 and row["floor_falls"] == 1
+    position, floor = result.valley_floor(1)
+    assert np.allclose(floor, [0.8, 0.85, 0.7, 0.5, 0.4]) and np.allclose(position, [0.5, 1.5, 3.0, 3.5, 4.5])
+    with pytest.raises(ValueError, match="epoch 7 was not recorded; recorded epochs: \\[1\\]"):
+        result.valley_floor(7)
+
+
+def test_walk_result_round_trips_through_npz(digits, tmp_path):
+    *_, result = recorded_walk(digits, epochs=(1,), steps=3)
+    result.save(tmp_path / "walk.npz")
+    loaded = WalkResult.load(tmp_path / "walk.npz")
+    assert loaded.epochs == result.epochs and loaded.config == result.config
+    assert all(np.array_equal(a, b) for a, b in zip(loaded.curves, result.curves))
+    assert loaded.census() == result.census()
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(epochs=[]), "epochs must be a non-empty list"), (dict(epochs=[0, 1]), "counted from 1"),
+    (dict(steps=0), "steps=0"), (dict(alphas=[0.0, 1.0]), "interior point"), (dict(alphas=[0.1, 0.5, 1.0]), "include 0 and 1"),
+    (dict(bn="train"), "bn='train'"),
+])
+def test_walk_recorder_refuses_bad_settings(digits, options, message):
+    with pytest.raises(ValueError, match=message):
+        recorder = WalkRecorder(**options)
+        sgdlab.train(sgdlab.make_model("mlp", digits), digits, lr=0.1, batch_size=100, epochs=1, callbacks=[recorder], progress=False)
+
+
+def test_a_resumed_walk_records_what_an_uninterrupted_one_does(digits, tmp_path):
+    options = dict(epochs=(1, 3, 4), lr=0.1, batch_size=100, seed=2, progress=False)
+    _, whole = sgdlab.record_walk(sgdlab.make_model("mlp", digits, seed=0), digits, **options)
+
+    class Crash(sgdlab.Callback):
+        def on_step(self, step):
+            if step.index == 2 * 14 + 5:  # in epoch 3, after epoch 1 was recorded
+                raise KeyboardInterrupt
+
+    paths = dict(checkpoint=tmp_path / "checkpoint.pt", save_to=tmp_path / "walk.npz")
+    with pytest.raises(KeyboardInterrupt):
+        sgdlab.record_walk(sgdlab.make_model("mlp", digits, seed=0), digits, callbacks=[Crash()], **paths, **options)
+    assert sgdlab.WalkResult.load(paths["save_to"]).epochs == [1]  # what was measured survives the crash
+
+    _, resumed = sgdlab.record_walk(sgdlab.make_model("mlp", digits, seed=0), digits, callbacks=[sgdlab.Callback()],
+                                    **paths, **options)
+    assert resumed.epochs == whole.epochs == [1, 3, 4]
+    for a, b in zip(whole.curves, resumed.curves):
+        np.testing.assert_array_equal(a, b)
+    assert sgdlab.WalkResult.load(paths["save_to"]).epochs == [1, 3, 4]
