@@ -2,7 +2,8 @@
 #   make book   build the whole book (every notebook executed, preset quick, CPU) into _build/html
 #   make test   run the unit tests and every notebook (nbval), preset quick, CPU; --dist loadfile
 #               keeps all cells of a notebook on one worker, in order
-# Extra: make bench (benchmarks -> bench/results/*.json), make clean.
+# Extra: make bench (installs the peer libraries of bench/requirements.txt, runs every
+#        bench/*.py -> bench/results/*.json), make clean.
 
 PYTHON ?= python3
 VENV := .venv
@@ -31,7 +32,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile tests --nbval-lax book
 
 bench: $(STAMP)
-	$(BIN)/python bench/train.py
+	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
+	set -e; for script in bench/*.py; do $(BIN)/python $$script; done
 
 clean:
 	rm -rf _build $(VENV)
