@@ -1,0 +1,312 @@
+"""Where a run goes: snapshots of its weights on disk, distances between them, and the
+distance from initialisation with the laws fitted to it.
+
+:class:`SnapshotRecorder` writes the weights every k updates to a folder while training runs
+(float32, appended, flushed, resumable); :class:`Trajectory` reads them back lazily and
+computes d(w_N, w_M) for every M, per layer and in total, a block at a time.
+
+Hoffer, Hubara and Soudry (2017) observed that the distance of the weights from their
+initial values grows roughly like the logarithm of the number of iterations ("random walk on
+a random potential"); :class:`DistanceFromInitRecorder` measures it at every step and
+:func:`fit_log_law` / :func:`fit_power_law` fit the two candidate laws.
+
+Conventions
+-----------
+* Distance: Euclidean norm ``||w_t - w_0||`` over the trainable parameters
+  (``model.named_parameters()``), never the BatchNorm buffers; the same as
+  ``sgdlab.distance(model_params(model, buffers=False) at 0, ... at t)``.
+* Iterations count updates: after the step with ``Step.index`` t, ``t + 1`` iterations are done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .train import Callback
+
+
+class DistanceFromInitRecorder(Callback):
+    """``||w_t - w_0||`` over the trainable parameters after every step.
+
+    Keeps ``w_0`` once, flattened in float64. ``iterations`` holds t (>= 1, updates done)
+    and ``distances`` the distances (parameter units).
+    """
+
+    def __init__(self):
+        self._start: torch.Tensor | None = None
+        self._distances: list[float] = []
+
+    @staticmethod
+    def _flat(model) -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double()
+
+    def on_train_begin(self, model, dataset):
+        self._start = self._flat(model).clone()
+
+    def on_step(self, step):
+        self._distances.append(float((self._flat(step.model) - self._start).norm()))
+
+    @property
+    def iterations(self) -> np.ndarray:
+        return np.arange(1, len(self._distances) + 1, dtype=np.int64)
+
+    @property
+    def distances(self) -> np.ndarray:
+        return np.asarray(self._distances, dtype=np.float64)
+
+
+@dataclasses.dataclass
+class LawFit:
+    """A law ``d(t)`` fitted to distances: ``log``: d = a + b log t; ``power``: d = c t^p.
+
+    ``coefficients`` is ``(a, b)`` or ``(c, p)``; ``r2`` is the coefficient of determination
+    of the fitted curve against the distances themselves (linear scale, so both laws are
+    compared on the same footing), whichever space the fit was made in.
+    """
+
+    law: str
+    coefficients: tuple
+    r2: float
+
+    def __call__(self, t) -> np.ndarray:
+        t = np.asarray(t, dtype=np.float64)
+        first, second = self.coefficients
+        return first + second * np.log(t) if self.law == "log" else first * t ** second
+
+    def __str__(self) -> str:
+        first, second = self.coefficients
+        curve = f"{first:.3g} + {second:.3g} ln t" if self.law == "log" else f"{first:.3g} t^{second:.3g}"
+        return f"{curve} (R² = {self.r2:.3f})"
+
+
+def _check_series(t, d) -> tuple[np.ndarray, np.ndarray]:
+    t, d = np.asarray(t, dtype=np.float64).reshape(-1), np.asarray(d, dtype=np.float64).reshape(-1)
+    if len(t) != len(d) or len(t) < 3:
+        raise ValueError(f"t and d must have the same length, at least 3; got {len(t)} and {len(d)}")
+    if not (np.all(np.isfinite(t)) and np.all(np.isfinite(d)) and np.all(t > 0)):
+        raise ValueError("t must be positive (iterations from 1) and t, d finite")
+    return t, d
+
+
+def _r2(d: np.ndarray, fitted: np.ndarray) -> float:
+    total = float(((d - d.mean()) ** 2).sum())
+    return 1.0 - float(((d - fitted) ** 2).sum()) / total if total > 0 else float("nan")
+
+
+def fit_log_law(t, d) -> LawFit:
+    """Least-squares fit of d = a + b log t (natural log; t > 0)."""
+    t, d = _check_series(t, d)
+    b, a = np.polyfit(np.log(t), d, 1)
+    fit = LawFit("log", (float(a), float(b)), 0.0)
+    fit.r2 = _r2(d, fit(t))
+    return fit
+
+
+def fit_power_law(t, d) -> LawFit:
+    """Least-squares fit of log d = log c + p log t (the power law d = c t^p, in log-log; d > 0)."""
+    t, d = _check_series(t, d)
+    if np.any(d <= 0):
+        raise ValueError("a power law needs positive distances d")
+    p, log_c = np.polyfit(np.log(t), np.log(d), 1)
+    fit = LawFit("power", (float(np.exp(log_c)), float(p)), 0.0)
+    fit.r2 = _r2(d, fit(t))
+    return fit
+
+
+# ---------------------------------------------------------------------------------------
+# Snapshots of a run on disk
+# ---------------------------------------------------------------------------------------
+
+SNAPSHOT_FILE, META_FILE = "snapshots.bin", "meta.json"
+FORMAT_VERSION = 1
+
+
+def _record_dtype(size: int) -> np.dtype:
+    """One snapshot on disk: updates done (int64), the weights (float32), a CRC-32 of the weights."""
+    return np.dtype([("step", "<i8"), ("weights", "<f4", (size,)), ("crc", "<u4")])
+
+
+def _layer_of(name: str) -> str:
+    """``fc1.weight`` -> ``fc1``; ``stage1.0.conv1.weight`` -> ``stage1.0.conv1``."""
+    return name.rsplit(".", 1)[0] if "." in name else name
+
+
+class SnapshotRecorder(Callback):
+    """Writes the weights every ``every`` updates to the folder ``path``, as training runs.
+
+    The first snapshot is the weights before training (0 updates done), then one after each
+    ``every`` updates. Snapshots hold the trainable parameters only (``model.named_parameters()``),
+    in float32, appended to ``snapshots.bin`` as fixed-size records, each with its step and a
+    CRC-32; ``meta.json`` holds the names and shapes. The process holds one snapshot at a
+    time, and each is flushed to the operating system as soon as it is written, so a killed
+    run leaves every earlier snapshot readable; :class:`Trajectory` drops a torn last record.
+
+    A folder that already holds snapshots is refused unless ``overwrite=True``, except when
+    the run resumes from a checkpoint (``sgdlab.train(..., checkpoint=...)``): then the
+    snapshots after the checkpoint are cut and recorded again.
+    """
+
+    def __init__(self, path: str | os.PathLike, every: int = 1, *, overwrite: bool = False):
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive int (updates between snapshots), got every={every!r}")
+        self.path, self.every, self.overwrite = Path(path), every, overwrite
+        self._file = None
+        self._count = 0
+        self._found = 0  # records already in the folder when training began
+
+    def on_train_begin(self, model, dataset):
+        self._names = [name for name, _ in model.named_parameters()]
+        meta = dict(format=FORMAT_VERSION, every=self.every,
+                    names=self._names, shapes=[list(p.shape) for _, p in model.named_parameters()])
+        self._dtype = _record_dtype(sum(p.numel() for p in model.parameters()))
+        self.path.mkdir(parents=True, exist_ok=True)
+        meta_path, data_path = self.path / META_FILE, self.path / SNAPSHOT_FILE
+        if meta_path.exists() and data_path.exists() and not self.overwrite:
+            if json.loads(meta_path.read_text()) != meta:
+                raise ValueError(f"{self.path} holds snapshots of another model or spacing; "
+                                 "choose another path or pass overwrite=True")
+            self._found = Trajectory(self.path).count
+        else:
+            meta_path.write_text(json.dumps(meta))
+            data_path.write_bytes(b"")
+        self._file = open(data_path, "r+b")
+        self._model = model
+        self._count = self._found
+        if not self._found:
+            self._write(0)
+
+    def _write(self, step: int) -> None:
+        if self._found:  # the folder held snapshots and no checkpoint said they are this run's
+            raise ValueError(f"{self.path} already holds {self._found} snapshots of a run; delete them, "
+                             "pass overwrite=True, or resume that run with train(..., checkpoint=...)")
+        record = np.zeros(1, dtype=self._dtype)
+        with torch.no_grad():
+            weights = torch.cat([p.detach().reshape(-1) for p in self._model.parameters()]).float().cpu().numpy()
+        record["step"], record["weights"] = step, weights
+        record["crc"] = zlib.crc32(record["weights"].tobytes())
+        self._file.seek(self._count * self._dtype.itemsize)
+        self._file.write(record.tobytes())
+        self._file.flush()
+        self._count += 1
+
+    def on_step(self, step):
+        if (step.index + 1) % self.every == 0:
+            self._write(step.index + 1)
+
+    def state_dict(self) -> dict:
+        return {"count": self._count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._found = 0  # resuming from a checkpoint: the folder is this run's
+        self._count = int(state["count"])
+        self._file.truncate(self._count * self._dtype.itemsize)
+
+    def on_train_end(self, history):
+        if self._file is not None:
+            self._file.truncate(self._count * self._dtype.itemsize)
+            self._file.close()
+            self._file = None
+
+
+class Trajectory:
+    """The snapshots in a folder written by :class:`SnapshotRecorder`, read lazily from disk.
+
+    ``steps`` holds the updates done at each snapshot; ``trajectory[i]`` is snapshot ``i``
+    as a dict name -> tensor (trainable parameters, float32). Opening checks the last
+    record: a torn or corrupt one (a writer killed mid-record) is dropped with a warning.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, block_bytes: int = 2 ** 25):
+        self.path = Path(path)
+        meta_path, data_path = self.path / META_FILE, self.path / SNAPSHOT_FILE
+        if not meta_path.exists() or not data_path.exists():
+            raise FileNotFoundError(f"{self.path} holds no snapshots ({META_FILE} and {SNAPSHOT_FILE} expected)")
+        meta = json.loads(meta_path.read_text())
+        self.names, self.shapes, self.every = meta["names"], [tuple(s) for s in meta["shapes"]], meta["every"]
+        sizes = [math.prod(s) for s in self.shapes]
+        self.size = sum(sizes)
+        self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self._dtype = _record_dtype(self.size)
+        self.block_bytes = block_bytes
+        n_bytes = data_path.stat().st_size
+        count = n_bytes // self._dtype.itemsize
+        if n_bytes % self._dtype.itemsize:
+            warnings.warn(f"{data_path}: the last snapshot is torn ({n_bytes % self._dtype.itemsize} stray bytes); "
+                          f"dropped, {count} snapshots kept", RuntimeWarning, stacklevel=2)
+        if count and not self._intact(count - 1):
+            warnings.warn(f"{data_path}: the last snapshot fails its checksum; dropped, {count - 1} snapshots kept",
+                          RuntimeWarning, stacklevel=2)
+            count -= 1
+        self.count = count
+        self.steps = self._steps(count)
+
+    def _read(self, start: int, n: int) -> np.ndarray:
+        with open(self.path / SNAPSHOT_FILE, "rb") as f:
+            f.seek(start * self._dtype.itemsize)
+            return np.frombuffer(f.read(n * self._dtype.itemsize), dtype=self._dtype)
+
+    def _intact(self, i: int) -> bool:
+        record = self._read(i, 1)
+        return len(record) == 1 and zlib.crc32(record["weights"].tobytes()) == int(record["crc"][0])
+
+    def _steps(self, count: int) -> np.ndarray:
+        steps = np.empty(count, dtype=np.int64)
+        with open(self.path / SNAPSHOT_FILE, "rb") as f:
+            for i in range(count):
+                f.seek(i * self._dtype.itemsize)
+                steps[i] = np.frombuffer(f.read(8), dtype="<i8")[0]
+        return steps
+
+    def __len__(self) -> int:
+        return self.count
+
+    def _check_index(self, i: int) -> int:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not -self.count <= i < self.count:
+            raise IndexError(f"snapshot index {i!r} is out of range: the trajectory holds {self.count} snapshots")
+        return int(i) % self.count
+
+    def flat(self, i: int) -> np.ndarray:
+        """Snapshot ``i`` as one float32 vector, in the order of ``names``."""
+        return self._read(self._check_index(i), 1)["weights"][0].copy()
+
+    def __getitem__(self, i: int) -> dict:
+        w = torch.from_numpy(self.flat(i))
+        return {name: w[a:b].reshape(shape) for name, shape, a, b in
+                zip(self.names, self.shapes, self._offsets[:-1], self._offsets[1:])}
+
+    @property
+    def layers(self) -> list[str]:
+        """Layer names (module paths, e.g. ``fc1``), in order."""
+        return list(dict.fromkeys(_layer_of(n) for n in self.names))
+
+    def distances(self, i: int, *, per_layer: bool = False):
+        """Euclidean distance from snapshot ``i`` to every snapshot, in parameter units.
+
+        Reads the file in blocks of at most ``block_bytes``, so memory stays bounded however
+        long the trajectory is. Returns an array of length ``len(self)``; with
+        ``per_layer=True``, also a dict layer -> array (the total is the root of the sum of
+        the layers' squares).
+        """
+        reference = self.flat(i).astype(np.float64)
+        layers = self.layers
+        layer_index = np.array([layers.index(_layer_of(n)) for n in self.names])
+        squares = np.zeros((self.count, len(layers)))
+        per_block = max(1, self.block_bytes // self._dtype.itemsize)
+        for start in range(0, self.count, per_block):
+            block = self._read(start, min(per_block, self.count - start))["weights"]
+            for j, (a, b) in enumerate(zip(self._offsets[:-1], self._offsets[1:])):
+                diff = block[:, a:b] - reference[a:b]
+                squares[start:start + len(block), layer_index[j]] += np.einsum("ij,ij->i", diff, diff)
+        total = np.sqrt(squares.sum(axis=1))
+        if not per_layer:
+            return total
+        return total, {layer: np.sqrt(squares[:, k]) for k, layer in enumerate(layers)}
