@@ -29,6 +29,16 @@ from .params import (
     norm,
     num_parameters,
 )
+from .permutation import (
+    PermutationSpec,
+    activation_matching,
+    apply_permutation,
+    identity_permutation,
+    inverse_permutation,
+    permutation_spec,
+    random_permutation,
+    weight_matching,
+)
 from .presets import PRESETS, Preset, default_device, describe, get_preset
 from .train import OPTIMIZERS, SCHEDULES, Callback, History, Step, StopTraining, train
 
@@ -41,4 +51,6 @@ __all__ = [
     "clone_params", "default_device", "describe", "distance", "flatten", "full_loss",
     "get_preset", "lerp", "load_dataset", "loss_and_accuracy", "make_model", "model_params",
     "norm", "num_parameters", "plots", "train",
+    "PermutationSpec", "activation_matching", "apply_permutation", "identity_permutation", "inverse_permutation",
+    "permutation_spec", "random_permutation", "weight_matching",
 ]
