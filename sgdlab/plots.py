@@ -117,3 +117,130 @@ def census_table(result, *, tol: float = 0.0, caption: str = ""):
         lines.append(f"| {r['epoch']} | {r['steps']} | {r['barriers']} | {r['max_relative_height']:.2%} | "
                      f"{r['interior_minimum']:.0%} | {r['floor_rises']} | {r['floor_falls']} | {r['mean_loss']:.3f} |")
     return Markdown("\n".join(lines))
+
+
+def plot_alignment(alignments: dict, ax=None):
+    """Gradient-Hessian alignment ``g_B^T H g_B / ||g_B||^2`` against the batch size.
+
+    ``alignments`` maps a label (e.g. "after 100 steps") to a dict batch size -> the values
+    over the sampled batches (from :func:`sgdlab.curvature.alignment`); each label is one
+    line of means with error bars of one standard deviation. The x axis is logarithmic.
+    """
+    ax = _axes(ax)
+    for i, (label, by_size) in enumerate(alignments.items()):
+        sizes = np.asarray(list(by_size), dtype=float)
+        values = [np.asarray(v, dtype=float) for v in by_size.values()]
+        shift = 1 + 0.04 * (i - (len(alignments) - 1) / 2)  # keep error bars apart
+        ax.errorbar(sizes * shift, [v.mean() for v in values], yerr=[v.std() for v in values],
+                    fmt="-o", capsize=3, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("mini-batch size B (examples)")
+    ax.set_ylabel(r"$g_B^\top H g_B / \|g_B\|^2$ (nats per unit$^2$)")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_gradient_cosine(recorders: dict, ax=None, *, window: int = 25):
+    """Cosine of consecutive mini-batch gradients against iterations, one line per label.
+
+    ``recorders`` maps a label to a :class:`~sgdlab.curvature.GradientCosineRecorder`; each
+    line is a running mean over ``window`` steps (the raw values are too noisy to read).
+    """
+    ax = _axes(ax)
+    for label, recorder in recorders.items():
+        steps, cosines = recorder.steps, recorder.cosines
+        w = max(1, min(window, len(cosines)))
+        smooth = np.convolve(cosines, np.ones(w) / w, mode="valid")
+        ax.plot(steps[w - 1:] + 1, smooth, label=f"{label} (mean {np.nanmean(cosines):+.2f})")
+    ax.axhline(0, color="0.6", lw=0.8)
+    ax.set_xlabel("iteration (updates)")
+    ax.set_ylabel(rf"cos$(g_{{t-1}}, g_t)$, running mean over {window} steps")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_distance_from_init(recorders: dict, fits: dict | None = None, ax=None):
+    """``||w_t - w_0||`` against iterations on a logarithmic axis, one line per label.
+
+    ``recorders`` maps a label to a :class:`~sgdlab.trajectory.DistanceFromInitRecorder`;
+    ``fits`` optionally maps the same labels to a list of :class:`~sgdlab.trajectory.LawFit`,
+    drawn dashed with their formula and R².
+    """
+    ax = _axes(ax)
+    for label, recorder in recorders.items():
+        line, = ax.plot(recorder.iterations, recorder.distances, label=label)
+        for fit, style in zip((fits or {}).get(label, ()), ("--", ":")):
+            ax.plot(recorder.iterations, fit(recorder.iterations), style, color=line.get_color(), lw=1, label=f"  {fit}")
+    ax.set_xscale("log")
+    ax.set_xlabel("iteration t (updates, log scale)")
+    ax.set_ylabel(r"$\|w_t - w_0\|$ (parameter units)")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def plot_sharpness(recorder, lr: float, ax=None, *, label: str | None = None):
+    """The top Hessian eigenvalue through training, with the stability limit ``2 / lr`` of gradient descent.
+
+    ``recorder`` is a :class:`~sgdlab.curvature.TopEigenvalueRecorder`.
+    """
+    ax = _axes(ax)
+    ax.plot(recorder.iterations, recorder.values, "-o", ms=3, label=label or "top eigenvalue of H")
+    ax.axhline(2 / lr, color="C3", ls="--", label=f"2 / lr = {2 / lr:g}")
+    ax.set_xlabel("iteration (updates)")
+    ax.set_ylabel(r"$\lambda_{max}(H)$ (nats per unit$^2$)")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_drift(trajectories: dict, fits: dict | None = None, ax=None):
+    """d(w_N, w_{N+k}) against k on log-log axes, one line per label.
+
+    ``trajectories`` maps a label to a pair ``(k, distances)`` (updates since w_N, parameter
+    units; k > 0); ``fits`` optionally maps labels to a power-law
+    :class:`~sgdlab.trajectory.LawFit`, drawn dashed with its exponent.
+    """
+    ax = _axes(ax)
+    for label, (k, d) in trajectories.items():
+        line, = ax.loglog(k, d, label=label)
+        if fits and label in fits:
+            ax.loglog(k, fits[label](k), "--", color=line.get_color(), lw=1,
+                      label=f"  fit: exponent {fits[label].coefficients[1]:.2f}")
+    ax.set_xlabel("M - N (updates after w_N, log scale)")
+    ax.set_ylabel(r"$\|w_M - w_N\|$ (parameter units, log scale)")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_distance_scale(distances: dict, ax=None):
+    """Horizontal bars of distances on a logarithmic axis, to put one distance on the scale of others.
+
+    ``distances`` maps a label to a distance or to a sequence of distances (drawn as its
+    mean with the range as an error bar).
+    """
+    ax = _axes(ax, figsize=(7, 0.45 * len(distances) + 1))
+    labels = list(distances)
+    values = [np.atleast_1d(np.asarray(v, dtype=float)) for v in distances.values()]
+    means = np.array([v.mean() for v in values])
+    spread = np.array([[v.mean() - v.min() for v in values], [v.max() - v.mean() for v in values]])
+    ax.barh(range(len(labels)), means, xerr=spread, color=[f"C{i}" for i in range(len(labels))], capsize=3)
+    for i, m in enumerate(means):
+        ax.text(m * 1.05, i, f"{m:.3g}", va="center", fontsize=8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("Euclidean distance (parameter units, log scale)")
+    return ax
+
+
+def plot_lmc(curves: dict, ax=None):
+    """The loss along straight lines between networks: ``curves`` maps a label to an
+    :class:`~sgdlab.landscape.LMCBarrier` (its ``alphas`` and ``curve``)."""
+    ax = _axes(ax)
+    for label, barrier in curves.items():
+        ax.plot(barrier.alphas, barrier.curve, "-o", ms=3,
+                label=f"{label} (barrier {barrier.above_line:.3f} nats above the line)")
+    ax.set_xlabel(r"$\alpha$: $(1-\alpha)\,w_a + \alpha\, w_b$")
+    ax.set_ylabel("training loss (nats)")
+    ax.legend(fontsize=8)
+    return ax

@@ -48,6 +48,20 @@ class Preset:
     walk_cnn_epochs: tuple            # the same for the convolutional network
     walk_cnn_steps: int | None        # record only the first steps of each epoch (None: all)
     walk_cnn_eval_examples: int | None  # evaluate the loss on the first examples only (None: all)
+    # Curvature and batch size (book/curvature.ipynb): section 4 of "A Walk with SGD"
+    curvature_arch: str
+    curvature_dataset: str
+    curvature_lr: float               # one learning rate for every batch size, as in the paper
+    curvature_batch_sizes: tuple      # mini-batch sizes compared (the whole set is added)
+    curvature_steps: int              # updates per run (equal iterations for every batch size)
+    curvature_batches: int            # sampled mini-batches per alignment estimate (the paper: 50)
+    curvature_hessian_examples: int | None  # Hessian over the first examples only (None: the whole set)
+    # After SGD stops improving (book/trajectory.ipynb)
+    trajectory_lrs: tuple             # fixed learning rates compared
+    trajectory_batch_size: int
+    trajectory_weight_decay: float    # gives SGD a stationary regime (a loss that stops improving)
+    trajectory_epochs: int            # epochs until the loss is flat, then as many recorded
+    trajectory_every: int             # updates between snapshots
 
 
 PRESETS = {
@@ -59,6 +73,10 @@ PRESETS = {
         epochs=20, batch_size=100, seeds=5, download=False,
         walk_batch_size=10, walk_weight_decay=0.0, walk_epochs=(1, 5, 10), walk_cnn_epochs=(1, 3),
         walk_cnn_steps=None, walk_cnn_eval_examples=None,
+        curvature_arch="mlp", curvature_dataset="digits", curvature_lr=0.5, curvature_batch_sizes=(10, 100, 1000),
+        curvature_steps=500, curvature_batches=50, curvature_hessian_examples=None,
+        trajectory_lrs=(0.05, 0.2), trajectory_batch_size=10, trajectory_weight_decay=1e-3, trajectory_epochs=20,
+        trajectory_every=27,
     ),
     "gpu": Preset(
         name="gpu",
@@ -68,6 +86,10 @@ PRESETS = {
         epochs=10, batch_size=100, seeds=3, download=True,
         walk_batch_size=100, walk_weight_decay=1e-4, walk_epochs=(1, 2, 5, 10), walk_cnn_epochs=(1, 2),
         walk_cnn_steps=40, walk_cnn_eval_examples=10_000,
+        curvature_arch="vgg11", curvature_dataset="cifar10", curvature_lr=0.1, curvature_batch_sizes=(100, 1000, 10_000),
+        curvature_steps=2000, curvature_batches=20, curvature_hessian_examples=5000,
+        trajectory_lrs=(0.02, 0.05, 0.1), trajectory_batch_size=100, trajectory_weight_decay=1e-4, trajectory_epochs=20,
+        trajectory_every=50,
     ),
     "paper": Preset(
         name="paper",
@@ -77,6 +99,10 @@ PRESETS = {
         epochs=200, batch_size=100, seeds=3, download=True,
         walk_batch_size=100, walk_weight_decay=1e-4, walk_epochs=(1, 10, 25, 100), walk_cnn_epochs=(1, 10, 25, 100),
         walk_cnn_steps=None, walk_cnn_eval_examples=None,
+        curvature_arch="vgg11", curvature_dataset="cifar10", curvature_lr=0.1, curvature_batch_sizes=(100, 1000, 10_000),
+        curvature_steps=4500, curvature_batches=50, curvature_hessian_examples=None,
+        trajectory_lrs=(0.02, 0.05, 0.1), trajectory_batch_size=100, trajectory_weight_decay=1e-4, trajectory_epochs=100,
+        trajectory_every=50,
     ),
 }
 

@@ -38,7 +38,8 @@ class DistanceFromInitRecorder(Callback):
     """``||w_t - w_0||`` over the trainable parameters after every step.
 
     Keeps ``w_0`` once, flattened in float64. ``iterations`` holds t (>= 1, updates done)
-    and ``distances`` the distances (parameter units).
+    and ``distances`` the distances (parameter units). Records one run; a resumed run
+    continues where its checkpoint left off (with the saved ``w_0``).
     """
 
     def __init__(self):
@@ -50,10 +51,16 @@ class DistanceFromInitRecorder(Callback):
         return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double()
 
     def on_train_begin(self, model, dataset):
-        self._start = self._flat(model).clone()
+        self._start, self._distances = self._flat(model).clone(), []
 
     def on_step(self, step):
         self._distances.append(float((self._flat(step.model) - self._start).norm()))
+
+    def state_dict(self) -> dict:
+        return {"start": self._start, "distances": list(self._distances)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._start, self._distances = state["start"], list(state["distances"])
 
     @property
     def iterations(self) -> np.ndarray:
