@@ -292,7 +292,8 @@ def apply_permutation(spec: PermutationSpec, perm: Permutation, params: Params) 
     return {key: _permute(tensor, spec.axes[key], perm) for key, tensor in params.items()}
 
 
-def weight_matching(spec: PermutationSpec, params_a: Params, params_b: Params, *, max_iter: int = 100, seed: int = 0) -> Permutation:
+def weight_matching(spec: PermutationSpec, params_a: Params, params_b: Params, *, max_iter: int = 100, seed: int = 0,
+                    restarts: int = 1) -> Permutation:
     """The permutation of ``b`` whose weights best match ``a``'s (Git Re-Basin, Algorithm 1).
 
     Maximises the sum over all weights of ``<W_a, W_b permuted>`` by coordinate descent:
@@ -300,8 +301,12 @@ def weight_matching(spec: PermutationSpec, params_a: Params, params_b: Params, *
     of them exactly with ``scipy.optimize.linear_sum_assignment``, holding the others
     fixed; the search stops after a pass that improves nothing, or after ``max_iter``
     passes. Starts from the identity. Only parameters vote: BatchNorm running statistics
-    are not weights. Returns ``perm`` such that ``apply_permutation(spec, perm, params_b)``
-    is ``b`` aligned to ``a``.
+    are not weights. Coordinate descent stops in a local optimum that depends on the order
+    of the visits, above all on which permutation is solved first: restart ``r`` (of
+    ``restarts``) starts its first pass ``r`` places further along the same random order,
+    so that each restart starts from another layer, and the best run is kept (each restart
+    costs one more run). Returns ``perm`` such that
+    ``apply_permutation(spec, perm, params_b)`` is ``b`` aligned to ``a``.
     """
     check_params(spec, params_a, name="params_a")
     check_params(spec, params_b, name="params_b")
@@ -310,12 +315,30 @@ def weight_matching(spec: PermutationSpec, params_a: Params, params_b: Params, *
         raise ValueError(f"max_iter={max_iter!r} must be a positive int")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed={seed!r} must be an int")
-    perm = identity_permutation(spec)
+    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
+        raise ValueError(f"restarts={restarts!r} must be a positive int")
     touched = {p: [(key, axis) for key, axis in spec.axes_permuted_by(p) if key not in spec.buffers] for p in spec.sizes}
+    weights = [key for key in spec.axes if key not in spec.buffers and params_a[key].is_floating_point()]
+
+    def agreement(perm):  # sum over weights of <W_a, W_b permuted>: what matching maximises
+        aligned = apply_permutation(spec, perm, params_b)
+        return sum(float((params_a[k].double() * aligned[k].double()).sum()) for k in weights)
+
+    runs = [_coordinate_descent(spec, touched, params_a, params_b, max_iter, seed, r) for r in range(restarts)]
+    return runs[0] if restarts == 1 else max(runs, key=agreement)
+
+
+def _coordinate_descent(spec, touched, params_a, params_b, max_iter: int, seed: int, shift: int = 0) -> Permutation:
+    """One run of weight matching from the identity, visiting permutations in orders drawn from ``seed``;
+    the first pass is that order rotated by ``shift`` places."""
+    perm = identity_permutation(spec)
     order = np.random.default_rng(seed)
-    for _ in range(max_iter):
+    for iteration in range(max_iter):
         improved = False
-        for p in order.permutation(list(spec.sizes)).tolist():
+        visits = order.permutation(list(spec.sizes)).tolist()
+        if iteration == 0:
+            visits = visits[shift % len(visits):] + visits[:shift % len(visits)]
+        for p in visits:
             gain = _weight_similarity(spec, p, touched[p], perm, params_a, params_b)
             rows, cols = linear_sum_assignment(gain, maximize=True)
             old, new = gain[rows, perm[p].numpy()].sum(), gain[rows, cols].sum()

@@ -232,7 +232,7 @@ class Trajectory:
     record: a torn or corrupt one (a writer killed mid-record) is dropped with a warning.
     """
 
-    def __init__(self, path: str | os.PathLike, *, block_bytes: int = 2 ** 25):
+    def __init__(self, path: str | os.PathLike, *, block_bytes: int = 2 ** 24):
         self.path = Path(path)
         meta_path, data_path = self.path / META_FILE, self.path / SNAPSHOT_FILE
         if not meta_path.exists() or not data_path.exists():
@@ -310,9 +310,13 @@ class Trajectory:
         per_block = max(1, self.block_bytes // self._dtype.itemsize)
         for start in range(0, self.count, per_block):
             block = self._read(start, min(per_block, self.count - start))["weights"]
+            # float64 differences, a slice of columns at a time: temporaries stay within ~2 blocks
+            width = max(1, self.block_bytes // (8 * len(block)))
             for j, (a, b) in enumerate(zip(self._offsets[:-1], self._offsets[1:])):
-                diff = block[:, a:b] - reference[a:b]
-                squares[start:start + len(block), layer_index[j]] += np.einsum("ij,ij->i", diff, diff)
+                for s in range(a, b, width):
+                    e = min(s + width, b)
+                    diff = block[:, s:e].astype(np.float64) - reference[s:e]
+                    squares[start:start + len(block), layer_index[j]] += np.einsum("ij,ij->i", diff, diff)
         total = np.sqrt(squares.sum(axis=1))
         if not per_layer:
             return total

@@ -288,3 +288,22 @@ def test_bad_options_are_refused():
         activation_matching(model, params, params, x[:0])
     with pytest.raises(ValueError, match="permutation 'fc9' is not in this spec"):
         spec.axes_permuted_by("fc9")
+
+
+def test_restarts_keep_the_best_of_several_local_optima(digits):
+    """Coordinate descent stops in a local optimum that depends on the layer solved first."""
+    trained = []
+    for seed in (0, 1):
+        net = sgdlab.make_model("mlp", digits, seed=seed, hidden=(32, 32, 32))
+        sgdlab.train(net, digits, lr=0.1, batch_size=50, epochs=3, seed=seed, progress=False, evaluate=False)
+        trained.append(sgdlab.model_params(net))
+    a, b = trained
+    spec = permutation_spec(net)
+    aligned = lambda perm: sgdlab.distance(a, apply_permutation(spec, perm, b))
+    runs = {r: aligned(weight_matching(spec, a, b, restarts=r)) for r in (1, 2, 3)}
+    assert runs[3] <= runs[2] <= runs[1]
+    touched = {p: [(k, axis) for k, axis in spec.axes_permuted_by(p) if k not in spec.buffers] for p in spec.sizes}
+    each_start = [aligned(sgdlab.permutation._coordinate_descent(spec, touched, a, b, 100, 0, shift)) for shift in range(3)]
+    assert runs[3] == pytest.approx(min(each_start), rel=1e-9)
+    with pytest.raises(ValueError, match="restarts=0 must be a positive int"):
+        weight_matching(spec, a, b, restarts=0)
