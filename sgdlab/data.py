@@ -129,17 +129,21 @@ def epoch_batches(
     generator: torch.Generator,
     *,
     shuffle: bool = True,
+    order: torch.Tensor | None = None,
+    first_batch: int = 0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of training mini-batches ``(x, y)``, drawn on the data's device.
 
     The order is a fresh permutation from ``generator`` (which must live on the data's
     device); the last batch is smaller when ``batch_size`` does not divide the set, as with
     a ``DataLoader``'s default. Augmentation, when the data set has one, uses the same
-    generator, so one seed fixes both.
+    generator, so one seed fixes both. A resumed epoch passes the ``order`` it drew and the
+    ``first_batch`` to continue from (with the generator's state at that point).
     """
     n = dataset.n_train
-    order = torch.randperm(n, generator=generator, device=dataset.device) if shuffle else None
-    for start in range(0, n, batch_size):
+    if order is None and shuffle:
+        order = torch.randperm(n, generator=generator, device=dataset.device)
+    for start in range(first_batch * batch_size, n, batch_size):
         if order is None:
             x, y = dataset.x_train[start:start + batch_size], dataset.y_train[start:start + batch_size]
         else:

@@ -19,8 +19,9 @@ Conventions
   initialisation is fixed by ``make_model(..., seed=...)``. On the CPU the same seeds give
   bit-identical runs.
 * Resuming: with ``checkpoint=PATH`` the run's whole state (model, optimiser, schedule, data
-  generator, history and the callbacks' :meth:`Callback.state_dict`) is written to ``PATH``
-  after every completed epoch, atomically; calling ``train`` again with the same arguments
+  generator and the epoch's data order, history and the callbacks' :meth:`Callback.state_dict`)
+  is written to ``PATH`` after every completed epoch (and, if asked, every so many steps or
+  minutes), atomically: a temporary file, flushed to disk, then renamed; calling ``train`` again with the same arguments
   and ``PATH`` continues from the last completed epoch and ends exactly as an uninterrupted
   run would. A run that dies loses at most the epoch in progress.
 * Divergence: a mini-batch loss that is not finite, or that exceeds ``diverge_factor``
@@ -261,6 +262,8 @@ def train(
     evaluate: bool = True,
     diverge_factor: float | None = 100.0,
     checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    checkpoint_minutes: float | None = None,
 ) -> History:
     """Train ``model`` in place on ``dataset`` and return its :class:`History`.
 
@@ -269,9 +272,18 @@ def train(
     skips the per-epoch full-set evaluation (it costs about one forward pass over the
     training and test sets per epoch). ``diverge_factor=None`` stops only on a non-finite
     loss. The model is moved to ``dataset.device`` first (in place, like ``model.to``).
-    ``checkpoint`` makes the run resumable (see the module docstring).
+    ``checkpoint`` makes the run resumable (see the module docstring); it is written after
+    every epoch, and also every ``checkpoint_every`` steps and every ``checkpoint_minutes``
+    minutes of training when those are given.
     """
     batch_size = _check_arguments(model, dataset, lr, batch_size, epochs, steps, diverge_factor)
+    if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
+                                         or checkpoint_every < 1):
+        raise ValueError(f"checkpoint_every must be a positive number of steps or None, got checkpoint_every={checkpoint_every!r}")
+    if checkpoint_minutes is not None and not (isinstance(checkpoint_minutes, (int, float)) and checkpoint_minutes > 0):
+        raise ValueError(f"checkpoint_minutes must be a positive number or None, got checkpoint_minutes={checkpoint_minutes!r}")
+    if checkpoint is None and (checkpoint_every is not None or checkpoint_minutes is not None):
+        raise ValueError("checkpoint_every and checkpoint_minutes need a checkpoint path: pass checkpoint=PATH")
     per_epoch = steps_per_epoch(dataset.n_train, batch_size)
     total_steps = steps if steps is not None else epochs * per_epoch
     opt = make_optimizer(optimizer, model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -298,16 +310,21 @@ def train(
 
     for callback in callbacks:
         callback.on_train_begin(model, dataset)
-    step_index = 0
+    step_index, order = 0, None
     state = {"model": model, "optimizer": opt, "scheduler": scheduler, "generator": generator}
     if checkpoint is not None and Path(checkpoint).exists():
-        history, step_index = _resume(checkpoint, state, history, callbacks)
+        history, step_index, order = _resume(checkpoint, state, history, callbacks)
         bar.update(step_index)
+    shuffle = batch_size < dataset.n_train
+    last_saved = time.perf_counter()
     model.train()
     try:
         while step_index < total_steps:
             epoch = step_index // per_epoch  # every epoch has exactly per_epoch steps
-            for x, y in epoch_batches(dataset, batch_size, generator, shuffle=batch_size < dataset.n_train):
+            first_batch = step_index % per_epoch  # > 0 only when resuming inside an epoch
+            if first_batch == 0:
+                order = torch.randperm(dataset.n_train, generator=generator, device=dataset.device) if shuffle else None
+            for x, y in epoch_batches(dataset, batch_size, generator, shuffle=shuffle, order=order, first_batch=first_batch):
                 before = clone_params(model_params(model)) if wants_before else None
                 current_lr = opt.param_groups[0]["lr"]
                 opt.zero_grad()
@@ -335,6 +352,11 @@ def train(
                     callback.on_step(step)
                 if step_index == total_steps:
                     break
+                if checkpoint is not None and step_index % per_epoch and (
+                        (checkpoint_every and step_index % checkpoint_every == 0)
+                        or (checkpoint_minutes and time.perf_counter() - last_saved >= 60 * checkpoint_minutes)):
+                    _save_checkpoint(checkpoint, state, history, step_index, callbacks, order)
+                    last_saved = time.perf_counter()
             if step_index % per_epoch == 0:  # the epoch ran to its end
                 if evaluate:
                     evaluate_now(float(epoch + 1))
@@ -342,6 +364,7 @@ def train(
                     callback.on_epoch_end(epoch, history)
                 if checkpoint is not None:
                     _save_checkpoint(checkpoint, state, history, step_index, callbacks)
+                    last_saved = time.perf_counter()
                 bar.set_postfix(epoch=epoch + 1, loss=f"{history.step_loss[-1]:.3g}")
         if evaluate and step_index % per_epoch:  # stopped mid-epoch: evaluate where it ended
             evaluate_now(step_index / per_epoch)
@@ -357,8 +380,11 @@ def train(
     return history
 
 
-def _save_checkpoint(path, state: dict, history: History, step_index: int, callbacks) -> None:
-    """Write the run's state after a completed epoch; a crash while writing keeps the previous file."""
+def _save_checkpoint(path, state: dict, history: History, step_index: int, callbacks, order=None) -> None:
+    """Write the run's state (``order``: the current epoch's data order, when saved inside an epoch).
+
+    Written to a temporary file, flushed to disk and renamed over ``path``: a process killed at
+    any instant leaves either the previous checkpoint or the new one, never a torn file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     scheduler = state["scheduler"]
@@ -370,15 +396,31 @@ def _save_checkpoint(path, state: dict, history: History, step_index: int, callb
         "generator": state["generator"].get_state(),
         "history": json.dumps(dataclasses.asdict(history)),
         "callbacks": [callback.state_dict() for callback in callbacks],
+        "epoch_order": order if step_index % history.steps_per_epoch else None,
     }
     partial = path.with_name(path.name + ".partial")
-    torch.save(payload, partial)
+    with open(partial, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(partial, path)
 
 
-def _resume(path, state: dict, history: History, callbacks) -> tuple[History, int]:
-    """Load a checkpoint written by :func:`_save_checkpoint` into ``state``; check it is this run's."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+def _resume(path, state: dict, history: History, callbacks):
+    """Load a checkpoint written by :func:`_save_checkpoint` into ``state``; check it is this run's.
+
+    Returns ``(history, step_index, epoch_order)``. A file that is not a readable checkpoint
+    (truncated, corrupt, foreign, or a pickle that would run code: ``weights_only=True``
+    refuses it) raises ``ValueError`` naming the file and the reason."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any unreadable file: say which and why, never a raw traceback
+        raise ValueError(f"checkpoint {str(path)!r} cannot be read ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else 'no details'}); delete it to start over") from None
+    expected = {"step_index", "model", "optimizer", "scheduler", "generator", "history", "callbacks"}
+    if not isinstance(saved, dict) or not expected <= set(saved):
+        raise ValueError(f"checkpoint {str(path)!r} is not an sgdlab training checkpoint "
+                         f"(expected the keys {sorted(expected)}); delete it to start over")
     saved_history = History(**json.loads(saved["history"]))
     if saved_history.config != history.config:
         changed = sorted(k for k in history.config if saved_history.config.get(k) != history.config[k])
@@ -396,4 +438,5 @@ def _resume(path, state: dict, history: History, callbacks) -> tuple[History, in
     state["generator"].set_state(saved["generator"].cpu())  # generator states live on the CPU
     for callback, callback_state in zip(callbacks, saved["callbacks"]):
         callback.load_state_dict(callback_state)
-    return saved_history, saved["step_index"]
+    order = saved.get("epoch_order")
+    return saved_history, saved["step_index"], None if order is None else order.to(state["generator"].device)
