@@ -2,7 +2,8 @@
 #   make book   build the whole book (every notebook executed, preset quick, CPU) into _build/html
 #   make test   run the unit tests and every notebook (nbval), preset quick, CPU; --dist loadfile
 #               keeps all cells of a notebook on one worker, in order
-# Extra: make bench (installs the peer libraries of bench/requirements.txt, runs every
+# Extra: make student (the book without solutions, into _build/student/_build/html),
+#        make bench (installs the peer libraries of bench/requirements.txt, runs every
 #        bench/*.py -> bench/results/*.json), make clean.
 
 PYTHON ?= python3
@@ -14,7 +15,7 @@ export SGDLAB_DEVICE ?= cpu
 export MPLBACKEND ?= Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: book test bench clean
+.PHONY: book student test bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,8 +26,14 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 book: $(STAMP)
-	rm -rf _build/html _build/.jupyter_cache
+	rm -rf _build/html _build/.jupyter_cache _build/.doctrees
 	$(BIN)/jupyter-book build . -W -n --keep-going
+	$(BIN)/python tools/notebook_times.py _build
+
+student: $(STAMP)
+	mkdir -p _build/student
+	$(BIN)/python tools/student_config.py _build/student/_config.yml
+	$(BIN)/jupyter-book build . --config _build/student/_config.yml --path-output _build/student -W -n --keep-going
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile tests --nbval-lax book

@@ -1,0 +1,68 @@
+"""The book's build tools: the student edition hides every solution; notebook timings are read back."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from sphinx.application import Sphinx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from student_config import student_config  # noqa: E402
+from notebook_times import notebook_times  # noqa: E402
+
+PAGE = """# A page
+
+:::{exercise}
+:label: ex-one
+
+What is 6 x 7?
+:::
+
+:::{solution} ex-one
+:class: dropdown
+
+The answer is forty-two.
+:::
+"""
+
+
+def build_page(tmp_path, config: dict) -> str:
+    """Build one MyST page with the book's Sphinx settings in ``config``; return its HTML."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "index.md").write_text(PAGE)
+    overrides = dict(config["sphinx"]["config"])
+    overrides.pop("bibtex_reference_style", None)
+    (source / "conf.py").write_text(
+        f"extensions = ['myst_parser', *{config['sphinx']['extra_extensions']!r}]\n"
+        f"myst_enable_extensions = {config['parse']['myst_enable_extensions']!r}\n"
+        + "".join(f"{k} = {v!r}\n" for k, v in overrides.items() if k != "nb_execution_show_tb"))
+    app = Sphinx(str(source), str(source), str(tmp_path / "html"), str(tmp_path / "doctrees"), "html",
+                 status=None, warning=None)  # two builds in one process re-register nodes: not our warnings
+    app.build()
+    return (tmp_path / "html" / "index.html").read_text()
+
+
+@pytest.mark.parametrize("edition", ["book", "student"])
+def test_the_student_edition_and_only_it_hides_solutions(tmp_path, edition):
+    book = yaml.safe_load((ROOT / "_config.yml").read_text())
+    config = student_config(book) if edition == "student" else book
+    html = build_page(tmp_path, config)
+    assert "What is 6 x 7?" in html
+    assert ("forty-two" in html) == (edition == "book")
+
+
+def test_student_config_changes_nothing_else():
+    book = yaml.safe_load((ROOT / "_config.yml").read_text())
+    student = student_config(book)
+    assert student["title"].endswith("(student edition)")
+    assert {k: v for k, v in student.items() if k not in ("title", "sphinx")} == \
+        {k: v for k, v in book.items() if k not in ("title", "sphinx")}
+    assert student["sphinx"]["extra_extensions"] == book["sphinx"]["extra_extensions"]
+
+
+def test_notebook_times_need_a_build(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run `make book` first"):
+        notebook_times(tmp_path)

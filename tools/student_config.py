@@ -1,0 +1,28 @@
+"""Write the student edition's Jupyter Book config: the book's _config.yml with every solution hidden.
+
+Usage: python tools/student_config.py OUT.yml   (``make student`` calls it)
+"""
+
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def student_config(config: dict) -> dict:
+    """The book's config with sphinx-exercise's ``hide_solutions`` on and the title marked."""
+    config = dict(config)
+    sphinx = dict(config.get("sphinx") or {})
+    sphinx["config"] = {**(sphinx.get("config") or {}), "hide_solutions": True}
+    config["sphinx"] = sphinx
+    config["title"] = f"{config['title']} (student edition)"
+    return config
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python tools/student_config.py OUT.yml")
+    book = yaml.safe_load((ROOT / "_config.yml").read_text())
+    Path(sys.argv[1]).write_text(yaml.safe_dump(student_config(book), sort_keys=False))
