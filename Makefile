@@ -14,6 +14,8 @@ export SGDLAB_PRESET ?= quick
 export SGDLAB_DEVICE ?= cpu
 export MPLBACKEND ?= Agg
 export PYTHONHASHSEED := 0
+# one thread per process: tiny models run faster so, and make test runs two workers on two cores
+export OMP_NUM_THREADS ?= 1
 
 .PHONY: book student test bench clean
 

@@ -5,7 +5,7 @@ convention, see :mod:`sgdlab.params`); data sets live on the device (:mod:`sgdla
 one loop trains everything (:mod:`sgdlab.train`); presets set the scale (:mod:`sgdlab.presets`).
 """
 
-from . import plots
+from . import plots, toy
 from .data import DATASETS, Dataset, load_dataset
 from .landscape import (
     LMCBarrier,
@@ -39,6 +39,8 @@ from .permutation import (
     random_permutation,
     weight_matching,
 )
+from .seeds import SeedsResult, train_seeds
+from .stability import StabilityRecorder, StabilityResult
 from .presets import PRESETS, Preset, default_device, describe, get_preset
 from .train import OPTIMIZERS, SCHEDULES, Callback, History, Step, StopTraining, train
 
@@ -52,5 +54,5 @@ __all__ = [
     "get_preset", "lerp", "load_dataset", "loss_and_accuracy", "make_model", "model_params",
     "norm", "num_parameters", "plots", "train",
     "PermutationSpec", "activation_matching", "apply_permutation", "identity_permutation", "inverse_permutation",
-    "permutation_spec", "random_permutation", "weight_matching",
+    "permutation_spec", "random_permutation", "weight_matching", "SeedsResult", "train_seeds", "toy", "StabilityRecorder", "StabilityResult",
 ]

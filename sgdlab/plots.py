@@ -244,3 +244,239 @@ def plot_lmc(curves: dict, ax=None):
     ax.set_ylabel("training loss (nats)")
     ax.legend(fontsize=8)
     return ax
+
+
+def plot_toy_1d(x, curves: dict, ax=None, *, points: dict | None = None):
+    """1-D toy losses against x: ``curves`` maps a label to values on the grid ``x`` (e.g. the
+    loss and its smoothed versions, :func:`sgdlab.toy.smoothed`); ``points`` optionally maps a
+    label to a pair ``(positions, values)`` drawn as markers (starts, end points)."""
+    ax = _axes(ax)
+    x = np.asarray(x, dtype=float)
+    for label, values in curves.items():
+        ax.plot(x, np.asarray(values, dtype=float), label=label)
+    for i, (label, (where, values)) in enumerate((points or {}).items()):
+        ax.plot(np.asarray(where, dtype=float), np.asarray(values, dtype=float), "o", ms=4, label=label,
+                color=f"C{len(curves) + i}", alpha=0.8)
+    ax.set_xlabel("x (parameter units)")
+    ax.set_ylabel("loss f(x) (loss units)")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_toy_paths(axes, values, paths: dict, ax=None, *, levels: int = 30, max_paths: int = 50):
+    """Paths on a 2-D toy loss: filled contours of ``values`` (indexed ``[i, j]`` =
+    ``(axes[0][i], axes[1][j])``, as :meth:`sgdlab.toy.ToyLoss.on_grid`) and, per label of
+    ``paths``, the paths of shape ``(points, starts, 2)`` as lines (at most ``max_paths``
+    starts each), a circle at each start and a dot at each end. ``values=None`` draws the
+    paths alone (e.g. projections of a network's weights)."""
+    ax = _axes(ax, figsize=(6, 5))
+    if values is not None:
+        gx, gy = (np.asarray(a, dtype=float) for a in axes)
+        filled = ax.contourf(gx, gy, np.asarray(values, dtype=float).T, levels=levels, cmap="viridis")
+        plt.colorbar(filled, ax=ax, label="loss (loss units)")
+    for i, (label, path) in enumerate(paths.items()):
+        path = np.asarray(path, dtype=float)[:, :max_paths]
+        color = f"C{(i + 1) % 10}"
+        ax.plot(path[:, :, 0], path[:, :, 1], color=color, lw=0.9, alpha=0.8)
+        ax.plot(path[0, :, 0], path[0, :, 1], "o", mfc="none", color=color, ms=5)
+        ax.plot(path[-1, :, 0], path[-1, :, 1], ".", color=color, ms=8, label=label)
+    ax.set_xlabel("x\u2081 (parameter units)")
+    ax.set_ylabel("x\u2082 (parameter units)")
+    ax.legend(fontsize=8, loc="upper right")
+    return ax
+
+
+def plot_success_map(lrs, noises, shares, ax=None, *, title: str = ""):
+    """A heat map of ``shares[i, j]`` (a fraction of runs, shown in %) for step size ``lrs[i]``
+    (rows, y axis) and gradient-noise level ``noises[j]`` (columns, x axis), each cell labelled."""
+    ax = _axes(ax, figsize=(7, 5))
+    shares = 100 * np.asarray(shares, dtype=float)
+    image = ax.imshow(shares, origin="lower", cmap="magma", vmin=0, vmax=100, aspect="auto")
+    plt.colorbar(image, ax=ax, label="runs that reach the target (%)")
+    for i in range(shares.shape[0]):
+        for j in range(shares.shape[1]):
+            ax.text(j, i, f"{shares[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                    color="black" if shares[i, j] > 55 else "white")
+    ax.set_xticks(range(len(noises)), [f"{n:g}" for n in noises])
+    ax.set_yticks(range(len(lrs)), [f"{lr:.3g}" for lr in lrs])
+    ax.set_xlabel("gradient-noise standard deviation \u03c3 (gradient units)")
+    ax.set_ylabel("step size \u03b7 (learning rate)")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_gradient_variance(batch_sizes, variances: dict, ax=None, *, references: dict | None = None):
+    """Variance of the mini-batch gradient against the batch size on log-log axes.
+
+    ``variances`` maps a label to measured values, one per batch size (squared gradient
+    units: ``E ||g_B - g||^2``); ``references`` maps a label to predicted values, drawn dashed.
+    """
+    ax = _axes(ax)
+    sizes = np.asarray(batch_sizes, dtype=float)
+    for label, values in variances.items():
+        ax.loglog(sizes, np.asarray(values, dtype=float), "o-", label=label)
+    for label, values in (references or {}).items():
+        ax.loglog(sizes, np.asarray(values, dtype=float), "--", lw=1, label=label)
+    ax.set_xlabel("mini-batch size B (examples, log scale)")
+    ax.set_ylabel(r"$E\,\|g_B - g\|^2$ (squared gradient units, log scale)")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_lr_sweep(histories: dict, ax=None):
+    """Full training-set loss after every epoch for runs at different learning rates, one line per label.
+
+    ``histories`` maps a label (e.g. "lr 0.1") to a :class:`History`. A diverged run is never
+    drawn as NaN: its line ends at its last evaluation (or starts nowhere) and an ``x``
+    marks the divergence point, at the step where it stopped and the last finite mini-batch
+    loss, labelled with that step.
+    """
+    ax = _axes(ax)
+    for label, history in histories.items():
+        epochs = [0.0] + list(history.epoch)
+        losses = history.step_loss[:1] + list(history.train_loss)  # epoch 0: the first mini-batch loss
+        line, = ax.plot(epochs, losses, "-o", ms=3, label=label)
+        if history.diverged:
+            where = history.diverged_at / history.steps_per_epoch
+            last = history.step_loss[-1] if history.step_loss else float("nan")
+            ax.plot([where], [last], "x", ms=10, mew=2, color=line.get_color())
+            ax.annotate(f"{label}: diverged at step {history.diverged_at}", (where, last), textcoords="offset points",
+                        xytext=(8, 4), fontsize=8, color=line.get_color())
+    ax.set(xlabel="epoch", ylabel="full training-set loss (nats, log scale)", yscale="log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_seed_spread(values: dict, ax=None, *, ylabel: str = "test error (%)"):
+    """One column of dots per label, a dot per seed, with the mean and one standard deviation.
+
+    ``values`` maps a label to the per-seed numbers (already in the unit ``ylabel`` names).
+    The dots are spread sideways only to be seen; the bar is mean ± standard deviation
+    (ddof = 1).
+    """
+    ax = _axes(ax, figsize=(5.5, 4))
+    rng = np.random.default_rng(0)
+    for i, (label, v) in enumerate(values.items()):
+        v = np.asarray(v, dtype=float)
+        ax.plot(i + rng.uniform(-0.12, 0.12, len(v)), v, "o", alpha=0.7, color=f"C{i}")
+        sd = v.std(ddof=1) if len(v) > 1 else 0.0
+        ax.errorbar(i + 0.3, v.mean(), yerr=sd, fmt="s", color="k", capsize=4,
+                    label="mean ± 1 standard deviation" if i == 0 else None)
+    ax.set_xticks(range(len(values)), list(values))
+    ax.set_xlim(-0.5, len(values) - 0.3)
+    ax.set(xlabel="setting (one dot per seed)", ylabel=ylabel)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_standard_error(n_seeds, standard_errors, ax=None, *, sd: float | None = None, gap: float | None = None,
+                        unit: str = "percentage points"):
+    """The standard error of a mean against the number of seeds, on log-log axes.
+
+    ``standard_errors`` are measured values at ``n_seeds``; with ``sd`` the line ``sd / sqrt(n)``
+    is drawn, and with ``gap`` a horizontal line at half the gap: a difference is resolved
+    roughly where two standard errors of the difference (2 * sqrt(2) * sd / sqrt(n)) fall below it.
+    """
+    ax = _axes(ax)
+    n = np.asarray(n_seeds, dtype=float)
+    ax.loglog(n, standard_errors, "o", label="measured (resampled seeds)")
+    if sd is not None:
+        grid = np.linspace(n.min(), n.max(), 100)
+        ax.loglog(grid, sd / np.sqrt(grid), "-", label=r"$\sigma / \sqrt{n}$")
+    if gap is not None:
+        ax.axhline(gap / (2 * np.sqrt(2)), color="C3", ls="--", label=r"gap / $2\sqrt{2}$")
+    ax.set(xlabel="number of seeds n", ylabel=f"standard error of the mean ({unit})")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def _running_mean(values, window: int) -> np.ndarray:
+    """Mean of the ``window`` values centred on each value (fewer at the ends; NaNs ignored): no lag at a drop."""
+    values = np.asarray(values, dtype=np.float64)
+    window = max(1, min(int(window), len(values)))
+    finite = np.isfinite(values)
+    sums = np.convolve(np.where(finite, values, 0.0), np.ones(window), "same")
+    counts = np.convolve(finite.astype(np.float64), np.ones(window), "same")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts
+
+
+STABILITY_QUANTITIES = {
+    "activation": ("activation drift per step (relative, log scale)", True),
+    "gradient": ("probe-gradient drift per step (relative, log scale)", True),
+    "loss": ("probe-loss change per step (nats, log scale)", True),
+    "cosine": ("cosine of consecutive gradients (no unit)", False),
+}
+
+
+def _stability_values(result, quantity: str) -> np.ndarray:
+    return {"activation": result.mean_activation_drift, "gradient": lambda: result.gradient_drift,
+            "loss": lambda: result.loss_change, "cosine": lambda: result.gradient_cosine}[quantity]()
+
+
+def plot_stability(results: dict, quantity: str = "activation", ax=None, *, window: int = 20, drops: dict | None = None):
+    """One drift quantity per step against epochs, for several runs (``sgdlab.stability.StabilityResult``).
+
+    ``results`` maps a label to a result; ``quantity`` is ``activation`` (mean over layers),
+    ``gradient``, ``loss`` or ``cosine`` (see ``sgdlab.stability``); relative drifts are
+    ``||v_t - v_(t-1)|| / ||v_(t-1)||``. Each curve is a running mean over ``window`` steps
+    centred on each step (the raw values, faint, behind it). ``drops`` maps a label to
+    the steps where that run's rate fell: dashed vertical lines in the run's colour.
+    """
+    if quantity not in STABILITY_QUANTITIES:
+        raise ValueError(f"quantity {quantity!r} is not known; choose one of: {', '.join(STABILITY_QUANTITIES)}")
+    ylabel, log = STABILITY_QUANTITIES[quantity]
+    ax = _axes(ax, figsize=(7, 4))
+    for label, result in results.items():
+        values = _stability_values(result, quantity)
+        raw = ax.plot(result.epoch, values, lw=0.5, alpha=0.2)
+        color = raw[0].get_color()
+        ax.plot(result.epoch, _running_mean(values, window), color=color, lw=1.6, label=label)
+        for step in (drops or {}).get(label, ()):
+            ax.axvline(result.epoch[step], color=color, ls="--", lw=1)
+    ax.set(xlabel="epoch", ylabel=ylabel, yscale="log" if log else "linear")
+    if quantity == "cosine":
+        ax.axhline(0, color="0.6", lw=0.8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_layer_drift(result, ax=None, *, window: int = 20, drops=()):
+    """Activation drift per step, ``||a_t - a_(t-1)|| / ||a_(t-1)||``, of every recorded layer of one run,
+    against epochs (centred running means over ``window`` steps, log scale); ``drops`` (steps) are
+    marked by dashed lines."""
+    ax = _axes(ax, figsize=(7, 4))
+    for name, values in result.activation_drift.items():
+        ax.plot(result.epoch, _running_mean(values, window), lw=1.4, label=name)
+    for step in drops:
+        ax.axvline(result.epoch[step], color="0.4", ls="--", lw=1)
+    ax.set(xlabel="epoch", ylabel="activation drift per step (relative, log scale)", yscale="log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="layer")
+    return ax
+
+
+def plot_drift_against_rate(results: dict, ax=None, *, fits: dict | None = None):
+    """Mean activation drift per step against the learning rate of that step (log-log), one scatter per run.
+
+    ``fits`` maps a label to ``(slope, intercept)`` of ``log10 drift = slope * log10 lr + intercept``,
+    drawn as a line over the run's rates.
+    """
+    ax = _axes(ax, figsize=(6.4, 4.2))
+    for label, result in results.items():
+        points = ax.scatter(result.lr, result.mean_activation_drift(), s=3, alpha=0.35, label=label)
+        if fits and label in fits:
+            slope, intercept = fits[label]
+            rates = np.geomspace(result.lr[result.lr > 0].min(), result.lr.max(), 50)
+            ax.plot(rates, 10 ** (slope * np.log10(rates) + intercept), color=points.get_facecolor()[0][:3], lw=1.5,
+                    label=f"{label}: drift ~ lr^{slope:.2f}")
+    ax.set(xscale="log", yscale="log", xlabel="learning rate of the step (log scale)",
+           ylabel="activation drift per step (relative, log scale)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax

@@ -62,6 +62,13 @@ class Preset:
     trajectory_weight_decay: float    # gives SGD a stationary regime (a loss that stops improving)
     trajectory_epochs: int            # epochs until the loss is flat, then as many recorded
     trajectory_every: int             # updates between snapshots
+    # Learning-rate decay and network stability (book/stability.ipynb)
+    stability_cnn_arch: str
+    stability_cnn_dataset: str
+    stability_cnn_lr: float
+    stability_mlp_lr: float
+    stability_epochs: int             # the step schedule divides the rate by 10 half-way
+    stability_probe: int              # examples in the fixed probe batch
 
 
 PRESETS = {
@@ -77,6 +84,8 @@ PRESETS = {
         curvature_steps=500, curvature_batches=50, curvature_hessian_examples=None,
         trajectory_lrs=(0.05, 0.2), trajectory_batch_size=10, trajectory_weight_decay=1e-3, trajectory_epochs=20,
         trajectory_every=27,
+        stability_cnn_arch="cnn", stability_cnn_dataset="mnist1d", stability_cnn_lr=1.0, stability_mlp_lr=0.3,
+        stability_epochs=6, stability_probe=100,
     ),
     "gpu": Preset(
         name="gpu",
@@ -90,6 +99,8 @@ PRESETS = {
         curvature_steps=2000, curvature_batches=20, curvature_hessian_examples=5000,
         trajectory_lrs=(0.02, 0.05, 0.1), trajectory_batch_size=100, trajectory_weight_decay=1e-4, trajectory_epochs=20,
         trajectory_every=50,
+        stability_cnn_arch="resnet18", stability_cnn_dataset="cifar10", stability_cnn_lr=0.1, stability_mlp_lr=0.1,
+        stability_epochs=2, stability_probe=128,
     ),
     "paper": Preset(
         name="paper",
@@ -103,6 +114,8 @@ PRESETS = {
         curvature_steps=4500, curvature_batches=50, curvature_hessian_examples=None,
         trajectory_lrs=(0.02, 0.05, 0.1), trajectory_batch_size=100, trajectory_weight_decay=1e-4, trajectory_epochs=100,
         trajectory_every=50,
+        stability_cnn_arch="resnet18", stability_cnn_dataset="cifar10", stability_cnn_lr=0.1, stability_mlp_lr=0.1,
+        stability_epochs=30, stability_probe=256,
     ),
 }
 

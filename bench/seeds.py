@@ -1,0 +1,118 @@
+"""Ten seeds trained together: ``sgdlab.seeds.train_seeds`` against ten sequential ``sgdlab.train`` runs.
+
+What is measured
+----------------
+The quick preset's MLP (``make_model("mlp", digits, seed=s)``: 64-64-10, ReLU) trained for
+``EPOCHS`` epochs of plain SGD (lr 0.1, batch 100, momentum 0, no weight decay), with the
+full training-set and test evaluation after every epoch, for seeds 0..9, two ways:
+
+* sequential: for each seed, ``make_model(..., seed=s)`` then ``train(model, data, ...,
+  seed=s, progress=False)``, one after the other;
+* batched: ``train_seeds("mlp", data, range(10), ...)``: the ten seeds' parameters stacked,
+  one ``vmap``-ed ``functional_call`` forward and one backward per step.
+
+Both include building the models. Each way is run once to warm up, then timed
+``repetitions`` times, alternating; medians are reported with their ratio (sequential /
+batched; above 1: batched is faster). The final full training-set and test losses of every
+seed are compared between the two ways (largest absolute difference, goal 1e-5), and the
+final parameters (largest absolute difference, reported). The same is done, reported but not
+judged, for the MLP with BatchNorm.
+
+Targets (CPU): sequential / batched seconds >= 3 and final losses equal to 1e-5.
+``torch.set_num_threads(THREADS)`` with THREADS = 1: the machine may be shared, and one
+thread gives steadier timings; the load average is recorded.
+
+Run:  cd /work/main && .venv/bin/python bench/seeds.py [--quick] [--out PATH]
+"""
+
+import argparse, datetime, json, os, platform, statistics, time
+from pathlib import Path
+
+import torch
+
+import sgdlab
+from sgdlab.seeds import train_seeds
+
+THREADS = 1
+SEEDS = tuple(range(10))
+LR, BATCH, EPOCHS = 0.1, 100, 20
+TARGETS = {"speedup": 3.0, "final_loss_difference": 1e-5}
+
+
+def sequential(data, options, epochs):
+    """Ten ``sgdlab.train`` runs, one per seed: (histories, models)."""
+    models = [sgdlab.make_model("mlp", data, seed=s, **options) for s in SEEDS]
+    histories = [sgdlab.train(m, data, lr=LR, batch_size=BATCH, epochs=epochs, seed=s, progress=False)
+                 for m, s in zip(models, SEEDS)]
+    return histories, models
+
+
+def batched(data, options, epochs):
+    return train_seeds("mlp", data, SEEDS, lr=LR, batch_size=BATCH, epochs=epochs, **options)
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    result = fn(*args)
+    return time.perf_counter() - start, result
+
+
+def run_case(name, data, options, epochs, repetitions):
+    (histories, models), result = sequential(data, options, epochs), batched(data, options, epochs)  # warm-up
+    seconds = {"sequential": [], "batched": []}
+    for _ in range(repetitions):
+        seconds["sequential"].append(timed(sequential, data, options, epochs)[0])
+        seconds["batched"].append(timed(batched, data, options, epochs)[0])
+    median = {way: statistics.median(s) for way, s in seconds.items()}
+    speedup = median["sequential"] / median["batched"]
+    loss_difference = max(abs(getattr(a, f)[-1] - getattr(b, f)[-1])
+                          for a, b in zip(histories, result.histories) for f in ("train_loss", "test_loss"))
+    parameter_difference = max(float((m.state_dict()[k] - result.params_of(i)[k]).abs().max())
+                               for i, m in enumerate(models) for k in result.params if result.params[k].is_floating_point())
+    return dict(name=name, model_options=options, seeds=list(SEEDS), lr=LR, batch_size=BATCH, epochs=epochs,
+                steps_per_run=histories[0].steps, parameters=sum(p.numel() for p in models[0].parameters()),
+                final_train_loss={"sequential": [h.train_loss[-1] for h in histories], "batched": result.final("train_loss").tolist()},
+                final_test_accuracy={"sequential": [h.test_accuracy[-1] for h in histories],
+                                     "batched": result.final("test_accuracy").tolist()},
+                final_loss_difference=loss_difference, final_parameter_difference=parameter_difference,
+                seconds=seconds, median_seconds=median, speedup=speedup,
+                meets_target={"speedup": speedup >= TARGETS["speedup"],
+                              "final_loss_difference": loss_difference <= TARGETS["final_loss_difference"]})
+
+
+def machine():
+    return dict(platform=platform.platform(), processor=platform.processor() or None, cpu_count=os.cpu_count(),
+                torch_threads=torch.get_num_threads(), torch=torch.__version__, python=platform.python_version(),
+                sgdlab=sgdlab.__version__, load_average=list(os.getloadavg()),
+                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="two epochs, one repetition (a smoke test)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "seeds.json")
+    args = parser.parse_args()
+    torch.set_num_threads(THREADS)
+    epochs, reps = (2, 1) if args.quick else (EPOCHS, 7)
+    data = sgdlab.load_dataset("digits", device="cpu")
+    load_before = list(os.getloadavg())
+    started = time.perf_counter()
+    main_case = run_case("mlp / digits", data, {}, epochs, reps)
+    bn_case = run_case("mlp + BatchNorm / digits (reported, not judged)", data, {"batchnorm": True}, epochs, max(1, reps // 2))
+    total = time.perf_counter() - started
+    result = dict(benchmark="ten seeds of the quick MLP: train_seeds (vmap over functional_call) vs ten sequential sgdlab.train runs",
+                  quick=args.quick, targets=TARGETS,
+                  speedup="sequential median seconds / batched median seconds; above 1: batched is faster",
+                  meets_target=main_case["meets_target"], total_seconds=round(total, 1),
+                  machine={**machine(), "load_average_before": load_before}, cases=[main_case, bn_case])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    for c in (main_case, bn_case):
+        m = c["median_seconds"]
+        print(f"{c['name']:<50} sequential {m['sequential']:.3f} s  batched {m['batched']:.3f} s  speedup {c['speedup']:.2f}x "
+              f"(target {TARGETS['speedup']})  final-loss diff {c['final_loss_difference']:.1e}  params diff {c['final_parameter_difference']:.1e}")
+    print(f"{total:.0f} s in all; load average {os.getloadavg()[0]:.2f}; written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""Several seeds of one model trained together, batched with ``torch.func``.
+
+``train_seeds(arch, dataset, seeds, lr=..., batch_size=..., epochs=...)`` trains one network
+per seed at once: the seeds' parameters are stacked along a new first axis and a single
+``vmap`` over ``functional_call`` runs every seed's forward pass; one backward pass gives
+every seed's gradient (the loss summed over seeds has, for each seed's parameters, that
+seed's gradient and nothing else). It reproduces sequential runs:
+
+* seed ``s`` starts from ``make_model(arch, dataset, seed=s, **model_options)``;
+* seed ``s`` sees the mini-batches ``train(..., seed=s)`` would draw: its own
+  ``torch.Generator(device).manual_seed(s)``, one ``torch.randperm`` per epoch (and the
+  augmentation's draws, when the data set has one), as in :func:`sgdlab.data.epoch_batches`;
+* the update is ``torch.optim.SGD``'s without momentum:
+  ``w <- w - lr * (g + weight_decay * w)``, one per mini-batch, at a constant rate;
+* BatchNorm trains on batch statistics and updates its running statistics per seed, as in
+  train mode; evaluation uses the running statistics (eval mode), as :func:`sgdlab.train`;
+* divergence is judged per seed as :func:`sgdlab.train` judges it (a non-finite mini-batch
+  loss, or one above ``diverge_factor`` times the seed's first loss); a diverged seed stops
+  there, keeps the parameters it had, and the others go on.
+
+So ``train_seeds(...).histories[i]`` equals ``train(make_model(..., seed=seeds[i]), ...,
+seed=seeds[i]).history`` up to float32 rounding (batched matrix products add in another
+order): about 1e-6 in the losses after hundreds of steps on the CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, vmap
+
+from .data import Dataset, steps_per_epoch
+from .models import make_model
+from .params import Params
+from .train import History
+
+EVAL_CHUNK = 4096  # examples per evaluation chunk, as sgdlab.params.loss_and_accuracy
+
+
+@dataclasses.dataclass
+class SeedsResult:
+    """What :func:`train_seeds` returns.
+
+    ``histories[i]`` is the :class:`~sgdlab.train.History` of seed ``seeds[i]`` (its
+    ``seconds`` is the whole batched run's time, shared by all seeds). ``params`` holds the
+    final parameters and buffers stacked along a first axis of length ``len(seeds)``;
+    :meth:`params_of` gives one seed's as a dict ``functional_call`` takes.
+    """
+
+    seeds: list
+    histories: list
+    params: Params
+    seconds: float
+
+    def params_of(self, i: int) -> Params:
+        """The final parameters (and buffers) of the ``i``-th seed (index into ``seeds``)."""
+        return {name: value[i] for name, value in self.params.items()}
+
+    def final(self, metric: str) -> np.ndarray:
+        """The last evaluated value of ``metric`` (a per-epoch field of ``History`` such as
+        ``"test_accuracy"``) for every seed, in the order of ``seeds``; NaN for a seed with none."""
+        if metric not in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
+            raise ValueError(f"metric={metric!r} is not known; choose one of: train_loss, train_accuracy, test_loss, test_accuracy")
+        return np.array([getattr(h, metric)[-1] if getattr(h, metric) else math.nan for h in self.histories])
+
+
+def _check(dataset, seeds, lr, batch_size, epochs, weight_decay, diverge_factor) -> tuple[list, int]:
+    """Validate the arguments of :func:`train_seeds`; return the seeds as a list and the batch size as an int."""
+    if not isinstance(dataset, Dataset):
+        raise ValueError(f"dataset must be an sgdlab Dataset (from load_dataset), got {type(dataset).__name__}")
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or len(seeds) == 0:
+        raise ValueError(f"seeds must be a non-empty sequence of ints, e.g. range(10), got seeds={seeds!r}")
+    seeds = list(seeds)
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ValueError(f"seeds must be ints, got seeds={seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct (a repeated seed is the same run twice), got seeds={seeds!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
+        raise ValueError(f"lr must be a positive finite number, got lr={lr!r}")
+    if batch_size == "full":
+        batch_size = dataset.n_train
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 0 < batch_size <= dataset.n_train:
+        raise ValueError(
+            f"batch_size must be an int in 1..{dataset.n_train} (the training set's size) or 'full', got batch_size={batch_size!r}"
+        )
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
+        raise ValueError(f"epochs must be a positive int, got epochs={epochs!r}")
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or not 0 <= weight_decay < math.inf:
+        raise ValueError(f"weight_decay must be a finite number >= 0, got weight_decay={weight_decay!r}")
+    if diverge_factor is not None and not (isinstance(diverge_factor, (int, float)) and diverge_factor > 1):
+        raise ValueError(f"diverge_factor must be a number above 1 or None, got diverge_factor={diverge_factor!r}")
+    return seeds, batch_size
+
+
+def train_seeds(
+    arch: str,
+    dataset: Dataset,
+    seeds: Sequence[int],
+    *,
+    lr: float,
+    batch_size: int | str,
+    epochs: int,
+    weight_decay: float = 0.0,
+    evaluate: bool = True,
+    diverge_factor: float | None = 100.0,
+    **model_options,
+) -> SeedsResult:
+    """Train ``make_model(arch, dataset, seed=s, **model_options)`` for every ``s`` in ``seeds`` at once.
+
+    Plain SGD at the constant rate ``lr`` (momentum 0, optional L2 ``weight_decay``),
+    ``epochs`` passes over the training set in mini-batches of ``batch_size`` examples
+    (``"full"``: gradient descent), every seed with its own data order; see the module
+    docstring for how this matches ``sgdlab.train(..., seed=s)``. ``evaluate`` records the
+    full training-set and test loss and accuracy after every epoch (eval mode).
+    ``diverge_factor`` is :func:`sgdlab.train`'s. Returns a :class:`SeedsResult`.
+    Memory: ``len(seeds)`` copies of the model and of its activations on one batch.
+    """
+    seeds, batch_size = _check(dataset, seeds, lr, batch_size, epochs, weight_decay, diverge_factor)
+    device, n = dataset.device, dataset.n_train
+    models = [make_model(arch, dataset, seed=s, **model_options).to(device) for s in seeds]
+    model = models[0]  # the structure every seed shares; its own tensors are never used
+    with torch.no_grad():
+        out = model.eval()(dataset.x_train[:2])
+    if out.shape != (2, dataset.num_classes):
+        raise ValueError(f"arch={arch!r} gives {tuple(out.shape[1:])} outputs per example; dataset {dataset.name!r} has {dataset.num_classes} classes")
+    # name -> (seeds, *shape); the weights are leaves of the autograd graph, the buffers are not
+    weights = {name: torch.stack([dict(m.named_parameters())[name].detach() for m in models]).requires_grad_()
+               for name, _ in model.named_parameters()}
+    buffers = {name: torch.stack([dict(m.named_buffers())[name] for m in models]) for name, _ in model.named_buffers()}
+    per_epoch = steps_per_epoch(n, batch_size)
+    generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+    histories = [History(config=dict(dataset=dataset.name, lr=lr, batch_size=batch_size, epochs=epochs, steps=None,
+                                     optimizer="sgd", momentum=0.0, weight_decay=weight_decay, schedule=None, seed=s,
+                                     model=type(model).__name__),
+                         steps_per_epoch=per_epoch) for s in seeds]
+
+    def seed_logits(w, b, x):
+        return functional_call(model, (w, b), (x,))
+
+    batched_logits = vmap(seed_logits)  # (seeds, B, ...) -> (seeds, B, classes): a batch per seed
+    shared_logits = vmap(seed_logits, in_dims=(0, 0, None))  # (B, ...) -> (seeds, B, classes): one batch for all
+    started = time.perf_counter()
+    alive = torch.ones(len(seeds), dtype=torch.bool, device=device)
+    first_loss = None
+    step_losses = []  # one (seeds,) tensor per step
+    diverged_at = [None] * len(seeds)
+    step_index = 0
+    for epoch in range(epochs):
+        model.train()
+        shuffle = batch_size < n
+        orders = torch.stack([torch.randperm(n, generator=g, device=device) if shuffle else torch.arange(n, device=device)
+                              for g in generators])                                   # (seeds, n)
+        for start in range(0, n, batch_size):
+            index = orders[:, start:start + batch_size]                               # (seeds, B)
+            x, y = dataset.x_train[index], dataset.y_train[index]                     # (seeds, B, ...), (seeds, B)
+            if dataset.augmentation is not None:
+                x = torch.stack([dataset.augmentation(xs, g) for xs, g in zip(x, generators)])
+            saved = {name: b.clone() for name, b in buffers.items()} if buffers and not bool(alive.all()) else None
+            logits = batched_logits(weights, buffers, x)
+            # per-seed mean cross-entropy over the batch, (seeds,)
+            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(len(seeds), -1).mean(1)
+            grads = torch.autograd.grad(loss.sum(), list(weights.values()))
+            loss = loss.detach()
+            if first_loss is None:
+                first_loss = loss.clone()
+            bad = ~torch.isfinite(loss)
+            if diverge_factor is not None:
+                bad |= loss > diverge_factor * first_loss
+            stopping = alive & bad
+            if bool(stopping.any()):
+                for i in stopping.nonzero().flatten().tolist():
+                    diverged_at[i] = step_index
+                    _mark_diverged(histories[i], loss[i].item(), step_index, epoch, lr, diverge_factor, first_loss[i].item())
+                alive &= ~bad
+            with torch.no_grad():
+                if weight_decay:
+                    grads = torch._foreach_add(grads, list(weights.values()), alpha=weight_decay)
+                if bool(alive.all()):
+                    torch._foreach_add_(list(weights.values()), grads, alpha=-lr)  # torch.optim.SGD: w - lr * (g + wd * w)
+                else:
+                    keep = lambda t: alive.view(-1, *[1] * (t.dim() - 1))
+                    for w, g in zip(weights.values(), grads):
+                        w.copy_(torch.where(keep(w), w - lr * g, w))
+                    if saved is not None:  # a stopped seed's BatchNorm statistics stay as they were
+                        for name, b in buffers.items():
+                            b.copy_(torch.where(keep(b), b, saved[name]))
+            step_losses.append(loss)
+            step_index += 1
+            if not bool(alive.any()):
+                break
+        if evaluate:
+            _evaluate(model, shared_logits, weights, buffers, dataset, histories, alive, float(epoch + 1))
+        if not bool(alive.any()):
+            break
+    seconds = time.perf_counter() - started
+    losses = torch.stack(step_losses).T.tolist() if step_losses else [[] for _ in seeds]   # (seeds, steps)
+    for i, history in enumerate(histories):
+        steps = diverged_at[i] if diverged_at[i] is not None else len(losses[i])
+        history.step_loss = losses[i][:steps]
+        history.step_lr = [lr] * steps
+        history.seconds = seconds
+    params = {**{name: w.detach() for name, w in weights.items()}, **buffers}
+    return SeedsResult(seeds=seeds, histories=histories, params=params, seconds=seconds)
+
+
+def _mark_diverged(history: History, loss: float, step: int, epoch: int, lr: float, factor, first: float) -> None:
+    """Record a seed's divergence as :func:`sgdlab.train` does, and warn."""
+    history.diverged_at = step
+    history.stopped_because = (
+        f"the mini-batch loss reached {loss:.4g} at step {step} (epoch {epoch}) with lr={lr:g}"
+        + (f", over {factor:g} times the first loss {first:.4g}" if math.isfinite(loss) else "")
+    )
+    warnings.warn(f"training diverged: {history.stopped_because}; try a smaller learning rate", RuntimeWarning, stacklevel=3)
+
+
+def _evaluate(model, shared_logits, weights, buffers, dataset, histories, alive, epochs_done: float) -> None:
+    """Append every live seed's full training-set and test loss and accuracy (eval mode) to its history."""
+    model.eval()
+    results = []
+    with torch.no_grad():
+        for x, y in ((dataset.x_train, dataset.y_train), (dataset.x_test, dataset.y_test)):
+            total = torch.zeros(len(histories), dtype=torch.float64, device=x.device)
+            correct = torch.zeros(len(histories), dtype=torch.int64, device=x.device)
+            for start in range(0, len(x), EVAL_CHUNK):
+                xc, yc = x[start:start + EVAL_CHUNK], y[start:start + EVAL_CHUNK]
+                logits = shared_logits(weights, buffers, xc)  # (seeds, chunk, classes)
+                total += F.cross_entropy(logits.transpose(1, 2), yc.expand(len(histories), -1), reduction="none").sum(1).double()
+                correct += (logits.argmax(dim=2) == yc).sum(1)
+            results.append(((total / len(x)).tolist(), (correct.double() / len(x)).tolist()))
+    model.train()
+    (train_loss, train_acc), (test_loss, test_acc) = results
+    for i, history in enumerate(histories):
+        if bool(alive[i]):
+            history.epoch.append(epochs_done)
+            history.train_loss.append(train_loss[i])
+            history.train_accuracy.append(train_acc[i])
+            history.test_loss.append(test_loss[i])
+            history.test_accuracy.append(test_acc[i])

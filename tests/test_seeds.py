@@ -1,0 +1,83 @@
+"""train_seeds: several seeds at once reproduce sequential sgdlab.train runs."""
+
+import math
+
+import pytest
+import torch
+
+import sgdlab
+from sgdlab.seeds import train_seeds
+
+SEEDS = (0, 3, 7)
+
+
+def sequential(data, epochs, lr=0.1, batch_size=100, weight_decay=0.0, **options):
+    models = [sgdlab.make_model("mlp", data, seed=s, **options) for s in SEEDS]
+    histories = [sgdlab.train(m, data, lr=lr, batch_size=batch_size, epochs=epochs, weight_decay=weight_decay, seed=s,
+                              progress=False) for m, s in zip(models, SEEDS)]
+    return models, histories
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_batched_seeds_match_sequential_runs(digits, batchnorm):
+    models, histories = sequential(digits, 4, weight_decay=1e-3, batchnorm=batchnorm)
+    result = train_seeds("mlp", digits, SEEDS, lr=0.1, batch_size=100, epochs=4, weight_decay=1e-3, batchnorm=batchnorm)
+    for i, (model, expected, got) in enumerate(zip(models, histories, result.histories)):
+        assert got.config == expected.config
+        assert got.steps == expected.steps == 4 * 14
+        for field in ("train_loss", "test_loss", "step_loss"):
+            assert getattr(got, field) == pytest.approx(getattr(expected, field), abs=1e-5), field
+        assert got.epoch == expected.epoch
+        params = result.params_of(i)
+        assert params.keys() == model.state_dict().keys()
+        for name, value in model.state_dict().items():
+            assert torch.allclose(params[name], value, atol=1e-5), name  # BatchNorm statistics included
+    assert result.final("train_loss") == pytest.approx([h.train_loss[-1] for h in histories], abs=1e-5)
+
+
+def test_seeds_differ_and_order_is_kept(digits):
+    result = train_seeds("mlp", digits, [5, 1], lr=0.1, batch_size=200, epochs=1)
+    alone = train_seeds("mlp", digits, [1], lr=0.1, batch_size=200, epochs=1)
+    assert result.histories[1].step_loss == pytest.approx(alone.histories[0].step_loss, abs=1e-6)
+    assert result.histories[0].step_loss[0] != pytest.approx(result.histories[1].step_loss[0], abs=1e-3)
+
+
+def test_full_batch_is_gradient_descent(digits):
+    result = train_seeds("mlp", digits, [0], lr=0.5, batch_size="full", epochs=3, hidden=(8,))
+    model = sgdlab.make_model("mlp", digits, seed=0, hidden=(8,))
+    expected = sgdlab.train(model, digits, lr=0.5, batch_size="full", epochs=3, progress=False)
+    assert result.histories[0].step_loss == pytest.approx(expected.step_loss, abs=1e-6)
+
+
+def test_a_diverging_seed_stops_alone_as_train_would(digits):
+    lr = 20.0  # diverges within a few steps on the quick MLP
+    model = sgdlab.make_model("mlp", digits, seed=0)
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        expected = sgdlab.train(model, digits, lr=lr, batch_size=100, epochs=1, progress=False)
+        result = train_seeds("mlp", digits, [0], lr=lr, batch_size=100, epochs=1)
+    got = result.histories[0]
+    assert got.diverged_at == expected.diverged_at is not None
+    assert got.stopped_because == expected.stopped_because
+    assert got.step_loss == pytest.approx(expected.step_loss, abs=1e-4) and got.epoch == expected.epoch == []
+    assert all(math.isfinite(v) for v in result.params_of(0)["out.weight"].flatten().tolist())
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (dict(seeds=[]), "seeds must be a non-empty"),
+    (dict(seeds=[0, 0]), "distinct"),
+    (dict(seeds=[0.5]), "seeds must be ints"),
+    (dict(lr=0.0), "lr must be"),
+    (dict(lr=math.nan), "lr must be"),
+    (dict(batch_size=0), "batch_size must be"),
+    (dict(batch_size=10**6), "batch_size must be"),
+    (dict(epochs=0), "epochs must be"),
+    (dict(weight_decay=-1.0), "weight_decay must be"),
+    (dict(diverge_factor=1.0), "diverge_factor"),
+    (dict(hidden="64"), "hidden"),
+    (dict(dataset="digits"), "sgdlab Dataset"),
+])
+def test_bad_input_is_refused_with_its_name(digits, arguments, message):
+    call = dict(arch="mlp", dataset=digits, seeds=[0, 1], lr=0.1, batch_size=100, epochs=1)
+    call.update(arguments)
+    with pytest.raises(ValueError, match=message):
+        train_seeds(**call)
