@@ -39,13 +39,14 @@ thread gives steadier timings; the load average is recorded.
 Run:  cd /work/main && .venv/bin/python bench/curvature.py [--quick] [--out PATH]
 """
 
-import argparse, datetime, json, os, platform, statistics, sys, time, warnings
+import argparse, statistics, sys, time, warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 import sgdlab
+from machine import describe_machine, write_result
 from sgdlab.curvature import LossOnSet, gradient, hvp, lanczos, top_eigenvalues
 from sgdlab.params import model_params
 
@@ -191,19 +192,6 @@ def run_case(name, arch, data, epochs, repetitions):
     return record
 
 
-def _version(name):
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
-
-
-def machine():
-    return dict(platform=platform.platform(), processor=platform.processor() or None, cpu_count=os.cpu_count(),
-                torch_threads=torch.get_num_threads(), torch=torch.__version__, python=platform.python_version(),
-                pyhessian=_version("pyhessian"), sgdlab=sgdlab.__version__, load_average=list(os.getloadavg()),
-                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
 
 
 def print_table(cases):
@@ -248,9 +236,8 @@ def main():
                   quick=args.quick, tol=TOL, max_iter=MAX_ITER, targets=TARGETS,
                   speedup="pyhessian median seconds / sgdlab median seconds; above 1: sgdlab is faster",
                   hvp_over_gradient="median seconds of sgdlab.curvature.hvp / of sgdlab.curvature.gradient, whole set",
-                  pyhessian_error=PEER_ERROR, total_seconds=round(total, 1), machine=machine(), summary=summary, cases=cases)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+                  pyhessian_error=PEER_ERROR, total_seconds=round(total, 1), machine=describe_machine('pyhessian'), summary=summary, cases=cases)
+    write_result(args.out, result)
     print_table(cases)
     print(f"\n{total:.0f} s in all; written to {args.out}")
 

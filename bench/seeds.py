@@ -25,12 +25,13 @@ thread gives steadier timings; the load average is recorded.
 Run:  cd /work/main && .venv/bin/python bench/seeds.py [--quick] [--out PATH]
 """
 
-import argparse, datetime, json, os, platform, statistics, time
+import argparse, os, statistics, time
 from pathlib import Path
 
 import torch
 
 import sgdlab
+from machine import describe_machine, write_result
 from sgdlab.seeds import train_seeds
 
 THREADS = 1
@@ -80,12 +81,6 @@ def run_case(name, data, options, epochs, repetitions):
                               "final_loss_difference": loss_difference <= TARGETS["final_loss_difference"]})
 
 
-def machine():
-    return dict(platform=platform.platform(), processor=platform.processor() or None, cpu_count=os.cpu_count(),
-                torch_threads=torch.get_num_threads(), torch=torch.__version__, python=platform.python_version(),
-                sgdlab=sgdlab.__version__, load_average=list(os.getloadavg()),
-                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -104,9 +99,8 @@ def main():
                   quick=args.quick, targets=TARGETS,
                   speedup="sequential median seconds / batched median seconds; above 1: batched is faster",
                   meets_target=main_case["meets_target"], total_seconds=round(total, 1),
-                  machine={**machine(), "load_average_before": load_before}, cases=[main_case, bn_case])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+                  machine={**describe_machine(), "load_average_before": load_before}, cases=[main_case, bn_case])
+    write_result(args.out, result)
     for c in (main_case, bn_case):
         m = c["median_seconds"]
         print(f"{c['name']:<50} sequential {m['sequential']:.3f} s  batched {m['batched']:.3f} s  speedup {c['speedup']:.2f}x "
