@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .params import BN_MODES, Params, check_fits_model, clone_params, model_params
+from .params import BN_MODES, Params, check_evaluation, check_fits_model, clone_params, model_params
 from .train import Callback
 
 DEFAULT_ALPHAS = tuple(i / 10 for i in range(11))
@@ -98,12 +98,7 @@ class _LineEngine:
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, chunk_size: int, bn: str, cache_bytes: int):
-        if bn not in BN_MODES:
-            raise ValueError(f"bn={bn!r} is not known; choose one of: {', '.join(BN_MODES)}")
-        if chunk_size <= 0:
-            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-        if len(x) != len(y) or len(x) == 0:
-            raise ValueError(f"x and y must hold the same, non-zero number of examples; got {len(x)} and {len(y)}")
+        check_evaluation(x, y, chunk_size, bn)
         self.model, self.x, self.y, self.chunk_size, self.bn = model, x, y, chunk_size, bn
         self.chunks = [(start, min(start + chunk_size, len(x))) for start in range(0, len(x), chunk_size)]
         self.buffer_names = {name for name, _ in model.named_buffers()}

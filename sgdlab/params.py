@@ -106,6 +106,16 @@ def lerp(a: Params, b: Params, alpha: float) -> Params:
     return {k: torch.lerp(a[k], b[k], alpha) if a[k].is_floating_point() else a[k] for k in a}
 
 
+def check_evaluation(x: torch.Tensor, y: torch.Tensor, chunk_size: int, bn: str) -> None:
+    """The checks shared by every full-set evaluation: a known BatchNorm mode, positive chunks, matching data."""
+    if bn not in BN_MODES:
+        raise ValueError(f"bn={bn!r} is not known; choose one of: {', '.join(BN_MODES)}")
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"x and y must hold the same, non-zero number of examples; got {len(x)} and {len(y)}")
+
+
 def loss_and_accuracy(
     model: torch.nn.Module,
     params: Params,
@@ -122,12 +132,7 @@ def loss_and_accuracy(
     with SGD" authors' code), so results then depend on ``chunk_size``. Neither the model
     nor ``params`` is changed.
     """
-    if bn not in BN_MODES:
-        raise ValueError(f"bn={bn!r} is not known; choose one of: {', '.join(BN_MODES)}")
-    if chunk_size <= 0:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    if len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"x and y must hold the same, non-zero number of examples; got {len(x)} and {len(y)}")
+    check_evaluation(x, y, chunk_size, bn)
     if bn == "batch":
         # Train-mode BatchNorm writes its running statistics in place: give it copies.
         buffer_names = {name for name, _ in model.named_buffers()}

@@ -35,7 +35,7 @@ from .landscape import BN_MODES, record_walk
 from .models import ARCHITECTURES, make_model
 from .params import model_params
 from .presets import Preset, default_device, describe
-from .train import train
+from .train import save_atomic, train
 from .trajectory import DistanceFromInitRecorder, SnapshotRecorder, Trajectory, fit_power_law
 
 
@@ -88,7 +88,7 @@ class RunDirectory:
                                             updated=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")))
 
     def save_final(self, model: torch.nn.Module) -> str:
-        torch.save(model.state_dict(), self.file("final.pt"))
+        save_atomic(model.state_dict(), self.file("final.pt"))
         return params_sha256(self.file("final.pt"))
 
 
@@ -313,9 +313,11 @@ def _trajectory(run: RunDirectory, s: dict, download: bool, progress: bool) -> d
         model.to(data.device)
     else:
         _train_checked(run, "to-plateau", model, data, seed=s["seed"], **options)
-        torch.save(model.state_dict(), run.file("w_N.pt"))
+        save_atomic(model.state_dict(), run.file("w_N.pt"))
+    # snapshots written before the phase's first checkpoint are recorded again from its start
+    fresh_snapshots = not run.file("checkpoint-recorded.pt").exists()
     _train_checked(run, "recorded", model, data, seed=s["seed"] + 1,
-                   callbacks=[SnapshotRecorder(run.file("snapshots"), every=s["every"])], **options)
+                   callbacks=[SnapshotRecorder(run.file("snapshots"), every=s["every"], overwrite=fresh_snapshots)], **options)
     trajectory = Trajectory(run.file("snapshots"))
     distances = trajectory.distances(0)
     fit = fit_power_law(trajectory.steps[1:], distances[1:])

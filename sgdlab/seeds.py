@@ -39,7 +39,7 @@ from torch.func import functional_call, vmap
 from .data import Dataset, steps_per_epoch
 from .models import make_model
 from .params import Params
-from .train import History
+from .train import History, check_batch_size, check_lr
 
 EVAL_CHUNK = 4096  # examples per evaluation chunk, as sgdlab.params.loss_and_accuracy
 
@@ -82,14 +82,8 @@ def _check(dataset, seeds, lr, batch_size, epochs, weight_decay, diverge_factor)
         raise ValueError(f"seeds must be ints, got seeds={seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct (a repeated seed is the same run twice), got seeds={seeds!r}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
-        raise ValueError(f"lr must be a positive finite number, got lr={lr!r}")
-    if batch_size == "full":
-        batch_size = dataset.n_train
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 0 < batch_size <= dataset.n_train:
-        raise ValueError(
-            f"batch_size must be an int in 1..{dataset.n_train} (the training set's size) or 'full', got batch_size={batch_size!r}"
-        )
+    check_lr(lr)
+    batch_size = check_batch_size(batch_size, dataset)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
         raise ValueError(f"epochs must be a positive int, got epochs={epochs!r}")
     if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or not 0 <= weight_decay < math.inf:

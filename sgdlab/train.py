@@ -206,18 +206,29 @@ def make_schedule(schedule: Any, optimizer: torch.optim.Optimizer, *, total_step
     )
 
 
-def _check_arguments(model, dataset, lr, batch_size, epochs, steps, diverge_factor) -> int:
-    """Validate the arguments of :func:`train`; return the batch size as an int."""
-    if not isinstance(dataset, Dataset):
-        raise ValueError(f"dataset must be an sgdlab Dataset (from load_dataset), got {type(dataset).__name__}")
-    if not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
+def check_lr(lr) -> None:
+    """A learning rate must be a positive finite number."""
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
         raise ValueError(f"lr must be a positive finite number, got lr={lr!r}")
+
+
+def check_batch_size(batch_size, dataset: Dataset) -> int:
+    """The mini-batch size as an int: ``"full"`` is the whole training set."""
     if batch_size == "full":
         batch_size = dataset.n_train
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 0 < batch_size <= dataset.n_train:
         raise ValueError(
             f"batch_size must be an int in 1..{dataset.n_train} (the training set's size) or 'full', got batch_size={batch_size!r}"
         )
+    return batch_size
+
+
+def _check_arguments(model, dataset, lr, batch_size, epochs, steps, diverge_factor) -> int:
+    """Validate the arguments of :func:`train`; return the batch size as an int."""
+    if not isinstance(dataset, Dataset):
+        raise ValueError(f"dataset must be an sgdlab Dataset (from load_dataset), got {type(dataset).__name__}")
+    check_lr(lr)
+    batch_size = check_batch_size(batch_size, dataset)
     if (epochs is None) == (steps is None):
         raise ValueError(f"give exactly one of epochs and steps, got epochs={epochs!r}, steps={steps!r}")
     for label, value in (("epochs", epochs), ("steps", steps)):
@@ -380,6 +391,18 @@ def train(
     return history
 
 
+def save_atomic(obj, path) -> None:
+    """``torch.save(obj, path)`` that a kill at any instant cannot tear: written to a temporary
+    file, flushed to disk, then renamed over ``path`` (the old file or the new one, never half)."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)
+
+
 def _save_checkpoint(path, state: dict, history: History, step_index: int, callbacks, order=None) -> None:
     """Write the run's state (``order``: the current epoch's data order, when saved inside an epoch).
 
@@ -398,12 +421,7 @@ def _save_checkpoint(path, state: dict, history: History, step_index: int, callb
         "callbacks": [callback.state_dict() for callback in callbacks],
         "epoch_order": order if step_index % history.steps_per_epoch else None,
     }
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(partial, path)
+    save_atomic(payload, path)
 
 
 def _resume(path, state: dict, history: History, callbacks):
