@@ -39,14 +39,13 @@ thread gives steadier timings; the load average is recorded.
 Run:  cd /work/main && .venv/bin/python bench/curvature.py [--quick] [--out PATH]
 """
 
-import argparse, statistics, sys, time, warnings
-from pathlib import Path
+import statistics, sys, time, warnings
 
 import torch
 import torch.nn.functional as F
 
 import sgdlab
-from machine import describe_machine, write_result
+from machine import bench_arguments, describe_machine, write_result
 from sgdlab.curvature import LossOnSet, gradient, hvp, lanczos, top_eigenvalues
 from sgdlab.params import model_params
 
@@ -216,9 +215,7 @@ def print_table(cases):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one training epoch, one repetition (a smoke test)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "curvature.json")
+    parser = bench_arguments(__doc__, "curvature", "one training epoch, one repetition (a smoke test)")
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
     epochs, reps = (1, 1) if args.quick else (EPOCHS, 5)

@@ -1,5 +1,6 @@
-"""What every benchmark records about where it ran, and how it writes its result."""
+"""What every benchmark shares: its options, what it records about where it ran, and how it writes its result."""
 
+import argparse
 import datetime
 import json
 import os
@@ -29,6 +30,15 @@ def describe_machine(*peers: str) -> dict:
                 load_average=list(os.getloadavg()),
                 cuda_device=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+
+
+def bench_arguments(doc: str, name: str, quick_help: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes: ``--quick`` (a smoke test) and ``--out`` (default
+    bench/results/NAME.json). Returns the parser, so that a bench can add its own options."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / f"{name}.json")
+    return parser
 
 
 def write_result(path: Path, result: dict) -> None:

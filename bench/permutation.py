@@ -26,7 +26,6 @@ same or a smaller final distance. Medians of ``repetitions`` alternating runs; o
 Run:  cd /work/main && .venv/bin/python bench/permutation.py [--quick] [--out PATH]
 """
 
-import argparse
 import copy
 import json
 import statistics
@@ -41,7 +40,7 @@ import numpy as np
 import torch
 
 import sgdlab
-from machine import describe_machine, write_result
+from machine import bench_arguments, describe_machine, write_result
 from sgdlab.data import Dataset
 from sgdlab.trajectory import META_FILE, SNAPSHOT_FILE, _record_dtype
 
@@ -170,10 +169,8 @@ def memory(snapshots: int, size: int = 1_000_000):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one pair, one repetition, 100 snapshots (a smoke test)")
+    parser = bench_arguments(__doc__, "permutation", "one pair, one repetition, 100 snapshots (a smoke test)")
     parser.add_argument("--snapshots", type=int, default=None, help="snapshots of the memory test (default 2,000)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "permutation.json")
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
     reps = 1 if args.quick else 5

@@ -25,13 +25,12 @@ thread gives steadier timings; the load average is recorded.
 Run:  cd /work/main && .venv/bin/python bench/seeds.py [--quick] [--out PATH]
 """
 
-import argparse, os, statistics, time
-from pathlib import Path
+import os, statistics, time
 
 import torch
 
 import sgdlab
-from machine import describe_machine, write_result
+from machine import bench_arguments, describe_machine, write_result
 from sgdlab.seeds import train_seeds
 
 THREADS = 1
@@ -83,9 +82,7 @@ def run_case(name, data, options, epochs, repetitions):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="two epochs, one repetition (a smoke test)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "seeds.json")
+    parser = bench_arguments(__doc__, "seeds", "two epochs, one repetition (a smoke test)")
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
     epochs, reps = (2, 1) if args.quick else (EPOCHS, 7)

@@ -25,18 +25,16 @@ shapes (45,000 training images of 1x28x28); the JSON says so.
 Run:  cd /work/main && .venv/bin/python bench/train.py [--quick] [--out PATH]
 """
 
-import argparse
 import statistics
 import time
 from itertools import islice
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import sgdlab
-from machine import describe_machine, write_result
+from machine import bench_arguments, describe_machine, write_result
 from sgdlab.data import PAPER_TRAIN_SIZE, Dataset, steps_per_epoch
 
 LR, BATCH_SIZE = 0.1, 100
@@ -123,9 +121,7 @@ def print_table(cases):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one timed repetition per case (a smoke test)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train.json")
+    parser = bench_arguments(__doc__, "train", "one timed repetition per case (a smoke test)")
     args = parser.parse_args()
     repetitions = 1 if args.quick else 5
     started, host = time.perf_counter(), describe_machine()  # the load average before we add ours

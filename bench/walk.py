@@ -30,7 +30,7 @@ the census' FLOP rate against a measured large float32 matmul (with and without 
 Run:  cd /work/main && .venv/bin/python bench/walk.py [--quick] [--out PATH]
 """
 
-import argparse, copy, statistics, tempfile, time
+import copy, statistics, tempfile, time
 from pathlib import Path
 
 import torch
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import sgdlab
-from machine import describe_machine, write_result
+from machine import bench_arguments, describe_machine, write_result
 from sgdlab.data import PAPER_TRAIN_SIZE, Dataset
 from sgdlab.landscape import WalkRecorder
 from sgdlab.params import clone_params, model_params
@@ -290,9 +290,7 @@ def print_table(cases):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few steps, one repetition (a smoke test)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "walk.json")
+    parser = bench_arguments(__doc__, "walk", "few steps, one repetition (a smoke test)")
     args = parser.parse_args()
     reps = 1 if args.quick else 5
     started, host = time.perf_counter(), describe_machine('loss-landscapes')

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import sgdlab
+from crash import CrashAt
 from sgdlab.landscape import (
     DEFAULT_ALPHAS, WalkRecorder, WalkResult, barrier_height, crosses_barrier,
     has_interior_minimum, interpolate, lmc_barrier,
@@ -173,17 +174,12 @@ def test_a_resumed_walk_records_what_an_uninterrupted_one_does(digits, tmp_path)
     options = dict(epochs=(1, 3, 4), lr=0.1, batch_size=100, seed=2, progress=False)
     _, whole = sgdlab.record_walk(sgdlab.make_model("mlp", digits, seed=0), digits, **options)
 
-    class Crash(sgdlab.Callback):
-        def on_step(self, step):
-            if step.index == 2 * 14 + 5:  # in epoch 3, after epoch 1 was recorded
-                raise KeyboardInterrupt
-
     paths = dict(checkpoint=tmp_path / "checkpoint.pt", save_to=tmp_path / "walk.npz")
-    with pytest.raises(KeyboardInterrupt):
-        sgdlab.record_walk(sgdlab.make_model("mlp", digits, seed=0), digits, callbacks=[Crash()], **paths, **options)
+    with pytest.raises(KeyboardInterrupt):  # killed in epoch 3, after epoch 1 was recorded
+        sgdlab.record_walk(sgdlab.make_model("mlp", digits, seed=0), digits, callbacks=[CrashAt(2 * 14 + 5)], **paths, **options)
     assert sgdlab.WalkResult.load(paths["save_to"]).epochs == [1]  # what was measured survives the crash
 
-    _, resumed = sgdlab.record_walk(sgdlab.make_model("mlp", digits, seed=0), digits, callbacks=[sgdlab.Callback()],
+    _, resumed = sgdlab.record_walk(sgdlab.make_model("mlp", digits, seed=0), digits, callbacks=[CrashAt()],
                                     **paths, **options)
     assert resumed.epochs == whole.epochs == [1, 3, 4]
     for a, b in zip(whole.curves, resumed.curves):

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import sgdlab
+from crash import CrashAt
 from sgdlab.train import Callback, StopTraining
 
 
@@ -158,31 +159,20 @@ def test_dataset_must_come_from_load_dataset(digits):
         sgdlab.train(sgdlab.make_model("mlp", digits), "digits", lr=0.1, batch_size=100, epochs=1)
 
 
-class Crash(Callback):
-    """Kills the run at a given step, like a lost Colab session (not a clean StopTraining)."""
-
-    def __init__(self, at_step=None):
-        self.at_step = at_step
-
-    def on_step(self, step):
-        if step.index == self.at_step:
-            raise KeyboardInterrupt
-
-
 def test_a_run_resumed_from_its_checkpoint_ends_as_an_uninterrupted_one(digits, tmp_path):
     options = dict(lr=0.1, batch_size=100, epochs=4, momentum=0.9, schedule="cosine", seed=5, progress=False)
     model = sgdlab.make_model("mlp", digits, seed=1)
-    history = sgdlab.train(model, digits, callbacks=[Crash()], **options)
+    history = sgdlab.train(model, digits, callbacks=[CrashAt()], **options)
 
     checkpoint = tmp_path / "run" / "checkpoint.pt"
     crashed = sgdlab.make_model("mlp", digits, seed=1)
     with pytest.raises(KeyboardInterrupt):
-        sgdlab.train(crashed, digits, callbacks=[Crash(at_step=2 * 14 + 3)], checkpoint=checkpoint, **options)
+        sgdlab.train(crashed, digits, callbacks=[CrashAt(2 * 14 + 3)], checkpoint=checkpoint, **options)
     saved = torch.load(checkpoint, weights_only=True)
     assert saved["step_index"] == 2 * 14  # the last completed epoch, not the step it died in
 
     resumed = sgdlab.make_model("mlp", digits, seed=1)
-    resumed_history = sgdlab.train(resumed, digits, callbacks=[Crash()], checkpoint=checkpoint, **options)
+    resumed_history = sgdlab.train(resumed, digits, callbacks=[CrashAt()], checkpoint=checkpoint, **options)
     for (name, a), b in zip(model.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
     assert resumed_history.step_loss == history.step_loss

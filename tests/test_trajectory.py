@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import sgdlab
+from crash import CrashAt
 from sgdlab.trajectory import SNAPSHOT_FILE, SnapshotRecorder, Trajectory
 
 
@@ -75,18 +76,13 @@ def test_snapshots_resume_with_the_run(digits, tmp_path):
     whole = tmp_path / "whole"
     sgdlab.train(sgdlab.make_model("mlp", digits, seed=0), digits, callbacks=[SnapshotRecorder(whole, every=5)], **options)
 
-    class Crash(sgdlab.Callback):
-        def on_step(self, step):
-            if step.index == 14 * 2 + 7:
-                raise KeyboardInterrupt
-
     run, checkpoint = tmp_path / "run", tmp_path / "checkpoint.pt"
     with pytest.raises(KeyboardInterrupt):
         sgdlab.train(sgdlab.make_model("mlp", digits, seed=0), digits, checkpoint=checkpoint,
-                     callbacks=[SnapshotRecorder(run, every=5), Crash()], **options)
+                     callbacks=[SnapshotRecorder(run, every=5), CrashAt(14 * 2 + 7)], **options)
     assert Trajectory(run).steps[-1] == 35  # written before the crash, readable
     sgdlab.train(sgdlab.make_model("mlp", digits, seed=0), digits, checkpoint=checkpoint,
-                 callbacks=[SnapshotRecorder(run, every=5), sgdlab.Callback()], **options)
+                 callbacks=[SnapshotRecorder(run, every=5), CrashAt()], **options)
     a, b = Trajectory(whole), Trajectory(run)
     assert a.steps.tolist() == b.steps.tolist() == list(range(0, 56, 5))
     for i in range(len(a)):
