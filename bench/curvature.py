@@ -26,11 +26,13 @@ are compared with each other (goal: within 1%) and with a reference from sgdlab 
 runs (for PyHessian, by counting calls to its ``hessian_vector_product``). An untimed check at
 ``tol = 1e-3`` shows why ``TOL`` is tighter than PyHessian's default.
 
-HVP cost: median seconds of one ``sgdlab.curvature.hvp`` over the whole set (forward-over-
-reverse, nothing kept between calls) divided by one ``sgdlab.curvature.gradient`` over the
-same data (``torch.func.grad``), alternating. Also reported, not judged: one product with the
-kept graphs (``LossOnSet.hvp_operator``, what Lanczos uses; building the graphs is timed
-separately) over the same gradient, and the plain ``loss.backward()`` gradient.
+HVP cost: median seconds of one ``sgdlab.curvature.hvp`` over the whole set (its default
+mode, reverse-over-reverse; nothing kept between calls) divided by one
+``sgdlab.curvature.gradient`` over the same data (one ``torch.autograd.grad``), alternating.
+Also reported, not judged: the same for ``hvp(..., mode="forward-over-reverse")``
+(``torch.func.jvp`` of ``grad``), one product with the kept graphs
+(``LossOnSet.hvp_operator``, what Lanczos uses; building the graphs is timed separately),
+and each over the plain ``loss.backward()`` gradient.
 
 Targets (CPU): pyhessian / sgdlab seconds >= 1.5, eigenvalues within 1%, HVP / gradient <= 2.5.
 ``torch.set_num_threads(THREADS)`` with THREADS = 1: the machine may be shared, and one
@@ -145,12 +147,16 @@ def hvp_cost(model, params, x, y, repetitions):
         model.zero_grad(set_to_none=True)
 
     seconds = alternate({"hvp": lambda: hvp(model, params, x, y, v), "gradient": lambda: gradient(model, params, x, y),
+                         "forward_over_reverse_hvp": lambda: hvp(model, params, x, y, v, mode="forward-over-reverse"),
                          "kept_graph_product": lambda: product(v), "autograd_gradient": autograd_gradient}, repetitions)
     median = {name: statistics.median(s) for name, s in seconds.items()}
     ratio = median["hvp"] / median["gradient"]
     return dict(seconds=seconds, median_seconds=median, build_kept_graphs_seconds=build_seconds,
-                hvp_over_gradient=ratio, kept_graph_product_over_gradient=median["kept_graph_product"] / median["gradient"],
+                hvp_over_gradient=ratio,
+                forward_over_reverse_hvp_over_gradient=median["forward_over_reverse_hvp"] / median["gradient"],
+                kept_graph_product_over_gradient=median["kept_graph_product"] / median["gradient"],
                 hvp_over_autograd_gradient=median["hvp"] / median["autograd_gradient"],
+                gradient_over_autograd_gradient=median["gradient"] / median["autograd_gradient"],
                 target=TARGETS["hvp_over_gradient"], meets_target=ratio <= TARGETS["hvp_over_gradient"])
 
 
@@ -212,6 +218,11 @@ def print_table(cases):
               f"{hvp_cell}")
     print(f"tol {TOL:g}; HVPs: sgdlab/pyhessian; speedup = pyhessian s / sgdlab s (target >= {TARGETS['speedup_over_pyhessian']}); "
           f"HVP/grad: one hvp / one gradient (target <= {TARGETS['hvp_over_gradient']})")
+    for c in cases:
+        hv = c["hvp_cost"]
+        print(f"{c['name']:<16} HVP/grad: reverse-over-reverse {hv['hvp_over_gradient']:.2f}, forward-over-reverse "
+              f"{hv['forward_over_reverse_hvp_over_gradient']:.2f}, kept-graph product {hv['kept_graph_product_over_gradient']:.2f}; "
+              f"sgdlab gradient / loss.backward() {hv['gradient_over_autograd_gradient']:.2f}")
 
 
 def main():
@@ -232,7 +243,7 @@ def main():
                             "cost of one HVP / one gradient",
                   quick=args.quick, tol=TOL, max_iter=MAX_ITER, targets=TARGETS,
                   speedup="pyhessian median seconds / sgdlab median seconds; above 1: sgdlab is faster",
-                  hvp_over_gradient="median seconds of sgdlab.curvature.hvp / of sgdlab.curvature.gradient, whole set",
+                  hvp_over_gradient="median seconds of sgdlab.curvature.hvp (default mode, reverse-over-reverse) / of sgdlab.curvature.gradient, whole set",
                   pyhessian_error=PEER_ERROR, total_seconds=round(total, 1), machine=describe_machine('pyhessian'), summary=summary, cases=cases)
     write_result(args.out, result)
     print_table(cases)

@@ -27,6 +27,12 @@ Conventions
   ``chunk_size`` (or any request) whose estimate exceeds the budget raises ``ValueError``.
   Where many products are taken at one point (:func:`top_eigenvalues`, :func:`alignment`),
   the graphs of all chunks are built once and kept when together they fit the budget.
+* Hessian-vector products are exact (no finite differences) and come two ways, which agree to
+  float rounding: ``"reverse-over-reverse"`` (default) differentiates ``<g, v>`` by a second
+  backward pass through the gradient's graph; ``"forward-over-reverse"`` pushes the tangent
+  ``v`` forward through the gradient computation (``torch.func.jvp`` of ``grad``). On the CPU
+  the first costs about 2 gradients and the second about 2.2-3, measured by
+  ``bench/curvature.py``, so the first is the default.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from .train import Callback
 DEFAULT_MEMORY_BUDGET = 2 * 2**30   # bytes a single request may use, by our estimate
 MAX_CHUNK_SIZE = 4096               # the automatic chunk size never exceeds this
 GRAPH_FACTOR = 4                    # graph bytes per byte of activations: activations, tangents, both backward passes
+HVP_MODES = ("reverse-over-reverse", "forward-over-reverse")
 
 
 def trainable_names(model: nn.Module) -> list[str]:
@@ -206,14 +213,40 @@ class LossOnSet:
     def _as_tangent(self, v: Params) -> Params:
         return {n: v[n].to(self.variables[n]) for n in self.names}
 
+    def _leaves(self) -> Params:
+        """Fresh copies of the variables that autograd differentiates with respect to."""
+        return {n: t.detach().requires_grad_() for n, t in self.variables.items()}
+
+    def _grad(self, outputs, leaves: Params, **options) -> Params:
+        """``torch.autograd.grad`` of ``outputs`` with respect to ``leaves``, as a dict; zeros where unused."""
+        parts = torch.autograd.grad(outputs, list(leaves.values()), allow_unused=True, materialize_grads=True, **options)
+        return dict(zip(leaves, parts))
+
     def gradient(self) -> Params:
         """The gradient of the mean loss (a dict over the trainable names)."""
-        return self._sum(lambda i: grad(self.loss_fn(i))(self.variables))
+        def part(i):
+            leaves = self._leaves()
+            return self._grad(self.loss_fn(i)(leaves), leaves)
 
-    def hvp(self, v: Params) -> Params:
-        """H v, with H the Hessian of the mean loss (forward-over-reverse: jvp of grad); keeps nothing."""
+        return self._sum(part)
+
+    def hvp(self, v: Params, mode: str = "reverse-over-reverse") -> Params:
+        """H v, with H the Hessian of the mean loss, by ``mode`` (see the module docstring); keeps nothing."""
+        if mode not in HVP_MODES:
+            raise ValueError(f"mode={mode!r} is not known; choose one of: {', '.join(HVP_MODES)}")
         v = self._as_tangent(v)
-        return self._sum(lambda i: jvp(grad(self.loss_fn(i)), (self.variables,), (v,))[1])
+        if mode == "forward-over-reverse":
+            return self._sum(lambda i: jvp(grad(self.loss_fn(i)), (self.variables,), (v,))[1])
+
+        def part(i):  # d<g(w), v>/dw = H v: a second backward pass through the gradient's graph
+            leaves = self._leaves()
+            g = self._grad(self.loss_fn(i)(leaves), leaves, create_graph=True)
+            used = [n for n in self.names if g[n].requires_grad]  # a gradient that is constant has no graph
+            if not used:
+                return {n: torch.zeros_like(v[n]) for n in self.names}
+            return self._grad([g[n] for n in used], leaves, grad_outputs=[v[n] for n in used])
+
+        return self._sum(part)
 
     def hvp_operator(self) -> Callable[[Params], Params]:
         """A function ``v -> H v`` for many products at these parameters (Lanczos, alignment).
@@ -253,21 +286,22 @@ def gradient(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
 
 
 def hvp(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, v: Params, *, chunk_size: int | None = None,
-        bn: str = "eval", memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Params:
+        bn: str = "eval", memory_budget: int = DEFAULT_MEMORY_BUDGET, mode: str = "reverse-over-reverse") -> Params:
     """Exact Hessian-vector product ``H v``, H the Hessian of the mean cross-entropy over ``(x, y)`` at ``params``.
 
     ``params`` covers the model's state (parameters and buffers); only the trainable
     parameters are variables, and ``v`` must be a dict over exactly those names and shapes
-    (its tensors are cast to the parameters' dtype and device). Computed with ``torch.func``
-    as the forward derivative of the gradient (``jvp`` of ``grad``), chunk by chunk
-    (``chunk_size`` examples, ``None``: automatic within ``memory_budget`` bytes), each
-    chunk weighted by its size / N. ``bn="eval"``: BatchNorm
+    (its tensors are cast to the parameters' dtype and device). ``mode``:
+    ``"reverse-over-reverse"`` (default; a second backward pass through the gradient's graph,
+    about 2 gradients' cost) or ``"forward-over-reverse"`` (``torch.func.jvp`` of ``grad``);
+    both exact. Chunk by chunk (``chunk_size`` examples, ``None``: automatic within
+    ``memory_budget`` bytes), each chunk weighted by its size / N. ``bn="eval"``: BatchNorm
     uses the running statistics. Returns a dict like ``v`` (nats per squared parameter unit
     times the units of ``v``), in the parameters' dtype. Nothing is kept between calls; for
     many products at one point see :meth:`LossOnSet.hvp_operator`.
     """
     check_vector(model, v)
-    return LossOnSet(model, params, x, y, chunk_size=chunk_size, bn=bn, memory_budget=memory_budget).hvp(v)
+    return LossOnSet(model, params, x, y, chunk_size=chunk_size, bn=bn, memory_budget=memory_budget).hvp(v, mode)
 
 
 @dataclasses.dataclass

@@ -71,12 +71,13 @@ def random_vector(model, seed=1, dtype=torch.float64):
 
 # ---------------------------------------------------------------- Hessian-vector products
 
+@pytest.mark.parametrize("mode", curvature.HVP_MODES)
 @pytest.mark.parametrize("chunk_size", [None, N, 5, 7, 1])
-def test_hvp_equals_dense_hessian_times_vector_for_any_chunking(digits, chunk_size):
+def test_hvp_equals_dense_hessian_times_vector_for_any_chunking(digits, chunk_size, mode):
     model, params, x, y = tiny(digits)
     v = random_vector(model)
     expected = dense_hessian(model, params, x, y) @ flat(model, v)
-    ours = flat(model, hvp(model, params, x, y, v, chunk_size=chunk_size))
+    ours = flat(model, hvp(model, params, x, y, v, chunk_size=chunk_size, mode=mode))
     assert torch.allclose(ours, expected, rtol=0, atol=1e-12 * expected.abs().max())
 
 
@@ -119,8 +120,9 @@ def batchnorm_mlp_loss(params, x, y, *, batch_statistics, eps=1e-5):
     return F.cross_entropy(h @ params["out.weight"].T + params["out.bias"], y)
 
 
+@pytest.mark.parametrize("mode", curvature.HVP_MODES)
 @pytest.mark.parametrize("bn", ["eval", "batch"])
-def test_batchnorm_hessian_matches_the_network_written_out(digits, bn):
+def test_batchnorm_hessian_matches_the_network_written_out(digits, bn, mode):
     model, params, x, y = tiny(digits, hidden=(4,), batchnorm=True)
     g = torch.Generator().manual_seed(3)
     params = {**params, "bn1.running_mean": torch.randn(4, generator=g, dtype=torch.float64),
@@ -133,7 +135,7 @@ def test_batchnorm_hessian_matches_the_network_written_out(digits, bn):
     v = random_vector(model)
     running_mean = params["bn1.running_mean"].clone()
     model.train()
-    ours = flat(model, hvp(model, params, x, y, v, bn=bn))
+    ours = flat(model, hvp(model, params, x, y, v, bn=bn, mode=mode))
     expected = expected_h @ flat(model, v)
     assert torch.allclose(ours, expected, rtol=0, atol=1e-11 * expected.abs().max())
     assert torch.equal(params["bn1.running_mean"], running_mean)  # nothing updated in place
@@ -435,6 +437,8 @@ def test_vectors_that_do_not_match_the_parameters_are_refused(digits):
         hvp(model, params, x, y, flat(model, v))
     with pytest.raises(ValueError, match="params does not fit the model"):
         hvp(model, {k: t for k, t in params.items() if k != "out.bias"}, x, y, v)
+    with pytest.raises(ValueError, match="mode='forward' is not known; choose one of: reverse-over-reverse, forward-over-reverse"):
+        hvp(model, params, x, y, v, mode="forward")
 
 
 def test_batch_sizes_and_counts_out_of_range_are_refused(digits):
