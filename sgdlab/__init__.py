@@ -5,7 +5,7 @@ convention, see :mod:`sgdlab.params`); data sets live on the device (:mod:`sgdla
 one loop trains everything (:mod:`sgdlab.train`); presets set the scale (:mod:`sgdlab.presets`).
 """
 
-from . import plots, toy
+from . import plots, scoreboard, selfcheck, toy, widgets
 from .data import DATASETS, Dataset, load_dataset
 from .landscape import (
     LMCBarrier,
@@ -55,4 +55,5 @@ __all__ = [
     "norm", "num_parameters", "plots", "train",
     "PermutationSpec", "activation_matching", "apply_permutation", "identity_permutation", "inverse_permutation",
     "permutation_spec", "random_permutation", "weight_matching", "SeedsResult", "train_seeds", "toy", "StabilityRecorder", "StabilityResult",
+    "scoreboard", "selfcheck", "widgets",
 ]

@@ -1,4 +1,5 @@
-"""The notebooks as files: the same Colab set-up everywhere, no stored outputs, all in the table of contents.
+"""The notebooks as files: the same Colab set-up everywhere, no stored outputs, all in the table of contents,
+a static sweep for every widget.
 
 Executing them is nbval's job (`make test` runs `pytest --nbval-lax book`)."""
 
@@ -44,3 +45,11 @@ def test_notebook_is_clean_and_asks_colab_for_a_gpu(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_is_in_the_table_of_contents(path):
     assert f"file: book/{path.stem}" in (ROOT / "_toc.yml").read_text()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_widget_has_a_static_sweep_for_the_static_page(path):
+    sources = ["".join(c["source"]) for c in cells(path) if c["cell_type"] == "code"]
+    widgets = sum(s.count("widgets.interact") for s in sources)
+    sweeps = sum(s.count("static_sweep(") for s in sources)
+    assert sweeps >= widgets, f"{path.name}: {widgets} widget(s) but {sweeps} static sweep(s)"

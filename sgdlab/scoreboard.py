@@ -1,0 +1,241 @@
+"""The reproduction scoreboard: each claim of the papers, what we measured, and whether it agrees.
+
+Every chapter's hidden check cell calls :func:`record` with the numbers behind one claim of
+the papers it reproduces. :func:`record` keeps them in ``results/<preset>.json`` (the results
+of one preset: ``quick``, ``gpu`` or ``paper``) and :func:`scoreboard_table` draws the
+scoreboard page from those files, without running anything.
+
+What :func:`record` does with a value:
+
+* stored results are the reference: when ``results/<preset>.json`` already holds the claim,
+  the new value must match it (each number within 5%, or 1e-3 absolutely, and the same
+  verdict), or :func:`record` raises ``ResultsChanged`` naming the claim, both values and
+  how to re-record. So the book build and the notebook tests fail when a stored result no
+  longer follows from the code;
+* a claim not stored yet is written (a ``gpu`` run on Colab records its own results; copy
+  the file into the repository's ``results/`` to show them on the page). For the ``quick``
+  preset a missing claim is an error instead: its results are checked, not created, in
+  tests;
+* with the environment variable ``SGDLAB_RESULTS=update``, every value is written over the
+  stored one (after a change that moves a number on purpose: ``SGDLAB_RESULTS=update make book``).
+
+Files live in ``SGDLAB_RESULTS_DIR`` when set, else in ``results/`` of the repository sgdlab
+runs from, else in ``./sgdlab-results/`` (an installed copy, as on Colab).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+from pathlib import Path
+from typing import Callable
+
+PRESET_NAMES = ("quick", "gpu", "paper")
+RELATIVE_TOLERANCE, ABSOLUTE_TOLERANCE = 0.05, 1e-3
+
+
+class ResultsChanged(AssertionError):
+    """A measured value no longer matches the stored result of its claim."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """One claim of a paper, and how our numbers test it.
+
+    ``values`` names the numbers :func:`record` takes (lists of numbers are allowed);
+    ``agrees(values)`` says whether they support the claim; ``show(values)`` writes them
+    for the table, with units.
+    """
+
+    key: str
+    chapter: str                         # the notebook (book/<chapter>.ipynb) that measures it
+    source: str                          # paper, and where in it
+    paper: str                           # what the paper reports, in our words
+    values: tuple[str, ...]
+    agrees: Callable[[dict], bool]
+    show: Callable[[dict], str]
+
+
+def _increasing(xs) -> bool:
+    return all(a < b for a, b in zip(xs, xs[1:]))
+
+
+def _listed(names, xs, fmt) -> str:
+    return ", ".join(f"{n}: {format(x, fmt)}" for n, x in zip(names, xs))
+
+
+CLAIMS = (
+    Claim("walk-rare-barriers", "walk", "Xing et al. 2018, Table 1 and Figure 4",
+          "SGD rarely crosses a barrier between consecutive iterates: few of an epoch's 450 updates do "
+          "(VGG-11 and ResNet-56 on CIFAR-10, an MLP on MNIST)",
+          ("largest_share", "steps"),
+          lambda v: v["largest_share"] <= 0.05,
+          lambda v: f"at most {v['largest_share']:.1%} of the updates of any recorded epoch ({v['steps']:.0f} updates in all)"),
+    Claim("walk-floor-moves", "walk", "Xing et al. 2018, Figures 1-3",
+          "the lowest loss between consecutive iterates (the valley floor) goes up and down: SGD moves over barriers "
+          "instead of crossing them",
+          ("rises", "falls"),
+          lambda v: v["rises"] > 0 and v["falls"] > 0,
+          lambda v: f"the floor rose {v['rises']:.0f} and fell {v['falls']:.0f} times"),
+    Claim("batch-alignment", "curvature", "Xing et al. 2018, Figures 5 and 6",
+          "the alignment g_Bᵀ H g_B / ‖g_B‖² of mini-batch gradients with the Hessian grows with the batch size "
+          "(B = 100 to 45,000)",
+          ("batch_sizes", "alignment"),
+          lambda v: _increasing(v["alignment"]),
+          lambda v: "alignment (nats per squared parameter unit) " + _listed([f"B={b:.0f}" for b in v["batch_sizes"]], v["alignment"], ".2f")),
+    Claim("batch-cosine", "curvature", "Xing et al. 2018, Figure 7",
+          "the cosine between consecutive mini-batch gradients is lower for larger batches",
+          ("batch_sizes", "mean_cosine"),
+          lambda v: _increasing([-c for c in v["mean_cosine"]]),
+          lambda v: "mean cosine " + _listed([f"B={b:.0f}" for b in v["batch_sizes"]], v["mean_cosine"], "+.2f")),
+    Claim("distance-log-law", "curvature", "Hoffer, Hubara and Soudry 2017 (cited by Xing et al. 2018)",
+          "the distance from initialisation grows like log t, and less for larger batches at equal iterations",
+          ("batch_sizes", "distance", "log_r2", "power_r2"),
+          lambda v: _increasing([-d for d in v["distance"]]) and min(v["log_r2"]) > max(v["power_r2"]),
+          lambda v: "‖w_t − w_0‖ " + _listed([f"B={b:.0f}" for b in v["batch_sizes"]], v["distance"], ".1f")
+          + f"; R² log law ≥ {min(v['log_r2']):.2f}, power law ≤ {max(v['power_r2']):.2f}"),
+    Claim("smoothing-escape", "smoothing", "Kleinberg, Li and Yuan 2018, Sections 1 and 3",
+          "SGD escapes sharp local minima in which GD with the same step stays: it descends a smoothed loss",
+          ("gd_share", "sgd_share"),
+          lambda v: v["sgd_share"] > v["gd_share"],
+          lambda v: f"reach the wide basin's bottom: GD {v['gd_share']:.0%}, SGD {v['sgd_share']:.0%} of 200 seeds (toy loss)"),
+    Claim("one-point-convexity", "smoothing", "Kleinberg, Li and Yuan 2018, Section 5",
+          "along SGD's trajectory on a network, <-∇L(x_t), x_T - x_t> > 0: the loss is one-point convex "
+          "towards the solution SGD finds",
+          ("share_on_path", "share_nearby"),
+          lambda v: v["share_on_path"] >= 0.9 and v["share_nearby"] >= 0.9,
+          lambda v: f"positive at {v['share_on_path']:.0%} of epoch starts after the first, {v['share_nearby']:.0%} at random points near them"),
+    Claim("permutation-barrier", "trajectory", "Entezari et al. 2022; Ainsworth, Hayase and Srinivasa 2023 (Git Re-Basin)",
+          "the loss barrier on the straight line between two independently trained networks mostly disappears once "
+          "one is permuted to match the other",
+          ("barrier_before", "barrier_after"),
+          lambda v: v["barrier_after"] < 0.5 * v["barrier_before"],
+          lambda v: f"barrier (above the line) {v['barrier_before']:.3f} nats as trained, {v['barrier_after']:.3f} after weight matching"),
+    Claim("no-hopping", "trajectory", "the 2017 question this book starts from (asked, not answered there)",
+          "after the loss stops improving, does SGD still move, and does it hop between permuted copies of the network?",
+          ("distance", "aligned_distance", "permuted_distance"),
+          lambda v: v["distance"] > 0 and abs(v["aligned_distance"] - v["distance"]) < 1e-6 * max(1.0, v["distance"])
+          and v["distance"] < v["permuted_distance"],
+          lambda v: f"d(w_N, w_M) = {v['distance']:.2f}, the same after weight matching ({v['aligned_distance']:.2f}); "
+          f"permuted copies of w_N lie {v['permuted_distance']:.1f} away"),
+)
+CLAIMS_BY_KEY = {c.key: c for c in CLAIMS}
+
+
+def results_dir() -> Path:
+    """Where the results files live (see the module docstring)."""
+    if os.environ.get("SGDLAB_RESULTS_DIR"):
+        return Path(os.environ["SGDLAB_RESULTS_DIR"])
+    repository = Path(__file__).resolve().parents[1]
+    if (repository / "_toc.yml").exists():
+        return repository / "results"
+    return Path.cwd() / "sgdlab-results"
+
+
+def load_results(preset: str, directory: Path | None = None) -> dict:
+    """The stored results of ``preset``: claim key -> entry (``values``, ``agrees``, ``recorded``); {} if none."""
+    if preset not in PRESET_NAMES:
+        raise ValueError(f"preset={preset!r} is not known; choose one of: {', '.join(PRESET_NAMES)}")
+    path = (directory or results_dir()) / f"{preset}.json"
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())["claims"]
+    except (json.JSONDecodeError, KeyError) as error:
+        raise ValueError(f"{path} is not a results file ({error!r}); re-record it with SGDLAB_RESULTS=update") from None
+
+
+def _check_values(claim: Claim, values: dict) -> dict:
+    if set(values) != set(claim.values):
+        raise ValueError(f"claim {claim.key!r} takes the values {', '.join(claim.values)}; got {', '.join(sorted(values))}")
+    clean = {}
+    for name, value in values.items():
+        numbers = value if isinstance(value, (list, tuple)) else [value]
+        if not numbers or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in map(_number, numbers)):
+            raise ValueError(f"{name}={value!r} for claim {claim.key!r} must be a finite number or a list of them")
+        clean[name] = [_number(x) for x in numbers] if isinstance(value, (list, tuple)) else _number(value)
+    return clean
+
+
+def _number(x):
+    """A Python number from a Python, NumPy or 0-d torch number."""
+    return x.item() if hasattr(x, "item") else x
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, list) or isinstance(b, list):
+        return isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and all(map(_same, a, b))
+    return math.isclose(a, b, rel_tol=RELATIVE_TOLERANCE, abs_tol=ABSOLUTE_TOLERANCE)
+
+
+def record(key: str, preset: str, **values) -> bool:
+    """Record (or check against the stored result) the numbers behind claim ``key`` for ``preset``.
+
+    Returns whether they agree with the paper's claim. See the module docstring for when a
+    value is written and when it is checked.
+    """
+    if key not in CLAIMS_BY_KEY:
+        raise ValueError(f"key={key!r} is not a claim of the scoreboard; choose one of: {', '.join(CLAIMS_BY_KEY)}")
+    claim = CLAIMS_BY_KEY[key]
+    values = _check_values(claim, values)
+    agrees = bool(claim.agrees(values))
+    stored = load_results(preset).get(key)
+    update = os.environ.get("SGDLAB_RESULTS") == "update"
+    if stored is not None and not update:
+        if stored["agrees"] != agrees or not all(_same(values[n], stored["values"].get(n)) for n in claim.values):
+            raise ResultsChanged(
+                f"claim {key!r} ({preset} preset): measured {values} (agrees: {agrees}), but results/{preset}.json holds "
+                f"{stored['values']} (agrees: {stored['agrees']}). If the change is intended, re-record with "
+                f"SGDLAB_RESULTS=update make book and commit results/{preset}.json")
+        return agrees
+    if stored is None and preset == "quick" and not update:
+        raise ResultsChanged(f"claim {key!r} has no stored quick result; record it with SGDLAB_RESULTS=update make book")
+    _write(preset, key, dict(values=values, agrees=agrees, recorded=dict(
+        date=datetime.date.today().isoformat(), machine=platform.platform(), python=platform.python_version())))
+    return agrees
+
+
+def _write(preset: str, key: str, entry: dict) -> None:
+    directory = results_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{preset}.json"
+    claims = load_results(preset)
+    claims[key] = entry
+    ordered = {c.key: claims[c.key] for c in CLAIMS if c.key in claims}
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(dict(preset=preset, claims=ordered), indent=1) + "\n")
+    partial.replace(path)
+
+
+def scoreboard_rows(directory: Path | None = None) -> list[dict]:
+    """One row per claim: ``claim`` (what the paper reports), ``source``, and under each preset's name our
+    numbers and verdict (None: not stored)."""
+    stored = {preset: load_results(preset, directory) for preset in PRESET_NAMES}
+    rows = []
+    for claim in CLAIMS:
+        row = dict(key=claim.key, chapter=claim.chapter, source=claim.source, claim=claim.paper)
+        for preset in PRESET_NAMES:
+            entry = stored[preset].get(claim.key)
+            row[preset] = None if entry is None else dict(shown=claim.show(entry["values"]), agrees=entry["agrees"])
+        rows.append(row)
+    return rows
+
+
+def scoreboard_table(directory: Path | None = None):
+    """The scoreboard as a Markdown table for the book page."""
+    from IPython.display import Markdown
+
+    def cell(result):
+        if result is None:
+            return "not run yet"
+        return f"{'✅ agrees' if result['agrees'] else '❌ disagrees'}: {result['shown']}".replace("|", "\\|")
+
+    lines = ["| the claim | where | our quick result (CPU) | gpu preset | paper preset |", "|---|---|---|---|---|"]
+    for row in scoreboard_rows(directory):
+        lines.append(f"| {row['claim']} (chapter: {row['chapter']}) | {row['source']} | "
+                     f"{cell(row['quick'])} | {cell(row['gpu'])} | {cell(row['paper'])} |")
+    return Markdown("\n".join(lines))
