@@ -175,3 +175,21 @@ def test_bad_layers_and_oversized_probes_are_refused_when_training_starts(digits
 def test_bad_drop_arguments_are_refused(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_the_gpu_preset_network_resnet18_with_batchnorm_records_every_layer_through_a_step_decay():
+    """The gpu preset's stability network (ResNet-18, CIFAR-shaped input) runs on the CPU here, on random data."""
+    preset = sgdlab.get_preset("gpu")
+    g = torch.Generator().manual_seed(0)
+    data = sgdlab.Dataset("cifar10-shaped", torch.randn(16, 3, 32, 32, generator=g), torch.randint(0, 10, (16,), generator=g),
+                          torch.randn(8, 3, 32, 32, generator=g), torch.randint(0, 10, (8,), generator=g), 10)
+    model = sgdlab.make_model(preset.stability_cnn_arch, data, seed=0)
+    recorder = StabilityRecorder(4)
+    history = sgdlab.train(model, data, lr=preset.stability_cnn_lr, batch_size=4, epochs=2, progress=False,
+                           schedule={"name": "step", "milestones": [1], "gamma": 0.1}, callbacks=[recorder])
+    result = recorder.result
+    assert len(result.steps) == history.steps == 8 and not history.diverged
+    assert list(rate_drops(history.step_lr)) == [4]
+    drift = result.mean_activation_drift()
+    assert drift.shape == (8,) and np.isfinite(drift).all() and (drift > 0).all()
+    assert len(result.layers) >= 20   # every convolution, norm and the classifier of the residual network
