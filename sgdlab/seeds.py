@@ -19,8 +19,10 @@ seed's gradient and nothing else). It reproduces sequential runs:
   there, keeps the parameters it had, and the others go on.
 
 So ``train_seeds(...).histories[i]`` equals ``train(make_model(..., seed=seeds[i]), ...,
-seed=seeds[i]).history`` up to float32 rounding (batched matrix products add in another
-order): about 1e-6 in the losses after hundreds of steps on the CPU.
+seed=seeds[i]).history`` up to float32 rounding (batched matrix products and the
+cross-entropy, taken with the classes on axis 1, add in another order): about 1e-6 in the
+losses after hundreds of steps on the CPU, and up to about 1e-4 in the parameters of
+networks with BatchNorm, where such differences grow faster.
 """
 
 from __future__ import annotations
@@ -41,7 +43,11 @@ from .models import make_model
 from .params import Params
 from .train import History, check_batch_size, check_lr
 
-EVAL_CHUNK = 4096  # examples per evaluation chunk, as sgdlab.params.loss_and_accuracy
+# examples per evaluation chunk summed over the seeds (4096 // len(seeds) each), as
+# sgdlab.params.loss_and_accuracy's 4096 for one model: the activations of all seeds on one
+# chunk then stay in a CPU core's cache (on digits, 10 seeds: 409 examples a chunk evaluate
+# twice as fast as the whole training set at once)
+EVAL_CHUNK = 4096
 
 
 @dataclasses.dataclass
@@ -114,7 +120,8 @@ def train_seeds(
     docstring for how this matches ``sgdlab.train(..., seed=s)``. ``evaluate`` records the
     full training-set and test loss and accuracy after every epoch (eval mode).
     ``diverge_factor`` is :func:`sgdlab.train`'s. Returns a :class:`SeedsResult`.
-    Memory: ``len(seeds)`` copies of the model and of its activations on one batch.
+    Memory: ``len(seeds)`` copies of the model and of its activations on one batch, and,
+    while evaluating, every seed's logits on the training set.
     """
     seeds, batch_size = _check(dataset, seeds, lr, batch_size, epochs, weight_decay, diverge_factor)
     device, n = dataset.device, dataset.n_train
@@ -128,6 +135,7 @@ def train_seeds(
     weights = {name: torch.stack([dict(m.named_parameters())[name].detach() for m in models]).requires_grad_()
                for name, _ in model.named_parameters()}
     buffers = {name: torch.stack([dict(m.named_buffers())[name] for m in models]) for name, _ in model.named_buffers()}
+    weight_list = list(weights.values())
     per_epoch = steps_per_epoch(n, batch_size)
     generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
     histories = [History(config=dict(dataset=dataset.name, lr=lr, batch_size=batch_size, epochs=epochs, steps=None,
@@ -136,15 +144,16 @@ def train_seeds(
                          steps_per_epoch=per_epoch) for s in seeds]
 
     def seed_logits(w, b, x):
-        return functional_call(model, (w, b), (x,))
+        # tie_weights=False: make_model's networks share no tensor between two names, and
+        # checking for ties on every call costs as much as a small layer
+        return functional_call(model, (w, b), (x,), tie_weights=False)
 
     batched_logits = vmap(seed_logits)  # (seeds, B, ...) -> (seeds, B, classes): a batch per seed
     shared_logits = vmap(seed_logits, in_dims=(0, 0, None))  # (B, ...) -> (seeds, B, classes): one batch for all
     started = time.perf_counter()
-    alive = torch.ones(len(seeds), dtype=torch.bool, device=device)
-    first_loss = None
-    step_losses = []  # one (seeds,) tensor per step
-    diverged_at = [None] * len(seeds)
+    alive = [True] * len(seeds)
+    keep = None  # once a seed has stopped: (seeds,) bool tensor, True for the seeds still training
+    limits = [math.inf] * len(seeds)  # a seed diverges at a loss above its limit (set after its first step)
     step_index = 0
     for epoch in range(epochs):
         model.train()
@@ -153,55 +162,58 @@ def train_seeds(
                               for g in generators])                                   # (seeds, n)
         for start in range(0, n, batch_size):
             index = orders[:, start:start + batch_size]                               # (seeds, B)
-            x, y = dataset.x_train[index], dataset.y_train[index]                     # (seeds, B, ...), (seeds, B)
+            x = dataset.x_train.index_select(0, index.flatten()).view(*index.shape, *dataset.input_shape)  # (seeds, B, ...)
+            y = dataset.y_train.index_select(0, index.flatten()).view(index.shape)    # (seeds, B)
             if dataset.augmentation is not None:
                 x = torch.stack([dataset.augmentation(xs, g) for xs, g in zip(x, generators)])
-            saved = {name: b.clone() for name, b in buffers.items()} if buffers and not bool(alive.all()) else None
-            logits = batched_logits(weights, buffers, x)
-            # per-seed mean cross-entropy over the batch, (seeds,)
-            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(len(seeds), -1).mean(1)
-            grads = torch.autograd.grad(loss.sum(), list(weights.values()))
-            loss = loss.detach()
-            if first_loss is None:
-                first_loss = loss.clone()
-            bad = ~torch.isfinite(loss)
-            if diverge_factor is not None:
-                bad |= loss > diverge_factor * first_loss
-            stopping = alive & bad
-            if bool(stopping.any()):
-                for i in stopping.nonzero().flatten().tolist():
-                    diverged_at[i] = step_index
-                    _mark_diverged(histories[i], loss[i].item(), step_index, epoch, lr, diverge_factor, first_loss[i].item())
-                alive &= ~bad
+            saved = {name: b.clone() for name, b in buffers.items()} if buffers and keep is not None else None
+            logits = batched_logits(weights, buffers, x)                              # (seeds, B, classes)
+            # per-seed mean cross-entropy over the batch, (seeds,); classes on axis 1, where
+            # log_softmax is faster than on a last axis of a few classes
+            loss = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(1)
+            grads = torch.autograd.grad(loss.sum(), weight_list)
+            losses = loss.tolist()
+            stopped = [i for i in range(len(seeds)) if alive[i] and (not math.isfinite(losses[i]) or losses[i] > limits[i])]
+            for i in stopped:
+                alive[i] = False
+                _mark_diverged(histories[i], losses[i], step_index, epoch, lr, diverge_factor,
+                               histories[i].step_loss[0] if histories[i].step_loss else math.nan)
+            if stopped:
+                keep = torch.tensor(alive, device=device)
+            for i in range(len(seeds)):
+                if alive[i]:
+                    histories[i].step_loss.append(losses[i])
+                    if step_index == 0 and diverge_factor is not None:
+                        limits[i] = diverge_factor * losses[i]
             with torch.no_grad():
                 if weight_decay:
-                    grads = torch._foreach_add(grads, list(weights.values()), alpha=weight_decay)
-                if bool(alive.all()):
-                    torch._foreach_add_(list(weights.values()), grads, alpha=-lr)  # torch.optim.SGD: w - lr * (g + wd * w)
+                    grads = torch._foreach_add(grads, weight_list, alpha=weight_decay)
+                if keep is None:
+                    torch._foreach_add_(weight_list, grads, alpha=-lr)  # torch.optim.SGD: w - lr * (g + wd * w)
                 else:
-                    keep = lambda t: alive.view(-1, *[1] * (t.dim() - 1))
-                    for w, g in zip(weights.values(), grads):
-                        w.copy_(torch.where(keep(w), w - lr * g, w))
+                    for w, g in zip(weight_list, grads):
+                        w.copy_(torch.where(_per_seed(keep, w), w - lr * g, w))
                     if saved is not None:  # a stopped seed's BatchNorm statistics stay as they were
                         for name, b in buffers.items():
-                            b.copy_(torch.where(keep(b), b, saved[name]))
-            step_losses.append(loss)
+                            b.copy_(torch.where(_per_seed(keep, b), b, saved[name]))
             step_index += 1
-            if not bool(alive.any()):
+            if not any(alive):
                 break
-        if evaluate:
+        if evaluate and any(alive):
             _evaluate(model, shared_logits, weights, buffers, dataset, histories, alive, float(epoch + 1))
-        if not bool(alive.any()):
+        if not any(alive):
             break
     seconds = time.perf_counter() - started
-    losses = torch.stack(step_losses).T.tolist() if step_losses else [[] for _ in seeds]   # (seeds, steps)
-    for i, history in enumerate(histories):
-        steps = diverged_at[i] if diverged_at[i] is not None else len(losses[i])
-        history.step_loss = losses[i][:steps]
-        history.step_lr = [lr] * steps
+    for history in histories:
+        history.step_lr = [lr] * len(history.step_loss)
         history.seconds = seconds
     params = {**{name: w.detach() for name, w in weights.items()}, **buffers}
     return SeedsResult(seeds=seeds, histories=histories, params=params, seconds=seconds)
+
+
+def _per_seed(keep: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``keep`` (seeds,) viewed so that it broadcasts against the stacked tensor ``t`` (seeds, ...)."""
+    return keep.view(-1, *[1] * (t.dim() - 1))
 
 
 def _mark_diverged(history: History, loss: float, step: int, epoch: int, lr: float, factor, first: float) -> None:
@@ -218,20 +230,18 @@ def _evaluate(model, shared_logits, weights, buffers, dataset, histories, alive,
     """Append every live seed's full training-set and test loss and accuracy (eval mode) to its history."""
     model.eval()
     results = []
+    chunk = max(1, EVAL_CHUNK // len(histories))
     with torch.no_grad():
         for x, y in ((dataset.x_train, dataset.y_train), (dataset.x_test, dataset.y_test)):
-            total = torch.zeros(len(histories), dtype=torch.float64, device=x.device)
-            correct = torch.zeros(len(histories), dtype=torch.int64, device=x.device)
-            for start in range(0, len(x), EVAL_CHUNK):
-                xc, yc = x[start:start + EVAL_CHUNK], y[start:start + EVAL_CHUNK]
-                logits = shared_logits(weights, buffers, xc)  # (seeds, chunk, classes)
-                total += F.cross_entropy(logits.transpose(1, 2), yc.expand(len(histories), -1), reduction="none").sum(1).double()
-                correct += (logits.argmax(dim=2) == yc).sum(1)
-            results.append(((total / len(x)).tolist(), (correct.double() / len(x)).tolist()))
+            logits = torch.cat([shared_logits(weights, buffers, x[start:start + chunk])
+                                for start in range(0, len(x), chunk)], dim=1)            # (seeds, N, classes)
+            loss = F.cross_entropy(logits.transpose(1, 2), y.expand(len(histories), -1), reduction="none")  # (seeds, N)
+            correct = logits.argmax(dim=2) == y                                            # (seeds, N)
+            results.append((loss.double().mean(1).tolist(), correct.double().mean(1).tolist()))
     model.train()
     (train_loss, train_acc), (test_loss, test_acc) = results
     for i, history in enumerate(histories):
-        if bool(alive[i]):
+        if alive[i]:
             history.epoch.append(epochs_done)
             history.train_loss.append(train_loss[i])
             history.train_accuracy.append(train_acc[i])

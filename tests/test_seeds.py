@@ -35,6 +35,19 @@ def test_batched_seeds_match_sequential_runs(digits, batchnorm):
     assert result.final("train_loss") == pytest.approx([h.train_loss[-1] for h in histories], abs=1e-5)
 
 
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_batched_cnn_seeds_match_sequential_runs(digits, batchnorm):
+    result = train_seeds("cnn", digits, [2, 5], lr=0.05, batch_size=200, epochs=1, channels=(4, 8), batchnorm=batchnorm)
+    for i, seed in enumerate([2, 5]):
+        model = sgdlab.make_model("cnn", digits, seed=seed, channels=(4, 8), batchnorm=batchnorm)
+        expected = sgdlab.train(model, digits, lr=0.05, batch_size=200, epochs=1, seed=seed, progress=False)
+        got = result.histories[i]
+        for field in ("train_loss", "test_loss", "step_loss"):
+            assert getattr(got, field) == pytest.approx(getattr(expected, field), abs=1e-5), field
+        for name, value in model.state_dict().items():
+            assert torch.allclose(result.params_of(i)[name], value, atol=1e-5), name
+
+
 def test_seeds_differ_and_order_is_kept(digits):
     result = train_seeds("mlp", digits, [5, 1], lr=0.1, batch_size=200, epochs=1)
     alone = train_seeds("mlp", digits, [1], lr=0.1, batch_size=200, epochs=1)
