@@ -232,7 +232,7 @@ def scoreboard_table(directory: Path | None = None):
     def cell(result):
         if result is None:
             return "not run yet"
-        return f"{'✅ agrees' if result['agrees'] else '❌ disagrees'}: {result['shown']}".replace("|", "\\|")
+        return f"{'✓ agrees' if result['agrees'] else '✗ disagrees'}: {result['shown']}".replace("|", "\\|")
 
     lines = ["| the claim | where | our quick result (CPU) | gpu preset | paper preset |", "|---|---|---|---|---|"]
     for row in scoreboard_rows(directory):
