@@ -61,6 +61,9 @@ def test_student_config_changes_nothing_else():
     assert {k: v for k, v in student.items() if k not in ("title", "sphinx")} == \
         {k: v for k, v in book.items() if k not in ("title", "sphinx")}
     assert student["sphinx"]["extra_extensions"] == book["sphinx"]["extra_extensions"]
+    # its config file lives in _build/student: local extensions must still be found
+    assert student["sphinx"]["local_extensions"].keys() == book["sphinx"]["local_extensions"].keys()
+    assert all((Path(folder) / f"{name}.py").is_file() for name, folder in student["sphinx"]["local_extensions"].items())
 
 
 def test_notebook_times_need_a_build(tmp_path):

@@ -12,10 +12,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def student_config(config: dict) -> dict:
-    """The book's config with sphinx-exercise's ``hide_solutions`` on and the title marked."""
+    """The book's config with sphinx-exercise's ``hide_solutions`` on and the title marked.
+
+    Local extensions are found relative to the config file, which for the student edition
+    lives elsewhere: their folders become absolute paths into the repository.
+    """
     config = dict(config)
     sphinx = dict(config.get("sphinx") or {})
     sphinx["config"] = {**(sphinx.get("config") or {}), "hide_solutions": True}
+    if sphinx.get("local_extensions"):
+        sphinx["local_extensions"] = {name: str(ROOT / folder) for name, folder in sphinx["local_extensions"].items()}
     config["sphinx"] = sphinx
     config["title"] = f"{config['title']} (student edition)"
     return config
