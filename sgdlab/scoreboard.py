@@ -13,9 +13,9 @@ What :func:`record` does with a value:
   how to re-record. So the book build and the notebook tests fail when a stored result no
   longer follows from the code;
 * a claim not stored yet is written (a ``gpu`` run on Colab records its own results; copy
-  the file into the repository's ``results/`` to show them on the page). For the ``quick``
-  preset a missing claim is an error instead: its results are checked, not created, in
-  tests;
+  the file into the repository's ``results/`` to show them on the page). When the
+  ``quick`` file exists but lacks the claim, that is an error instead: the repository
+  commits ``results/quick.json``, and its results are checked, not created, by the tests;
 * with the environment variable ``SGDLAB_RESULTS=update``, every value is written over the
   stored one (after a change that moves a number on purpose: ``SGDLAB_RESULTS=update make book``).
 
@@ -192,7 +192,7 @@ def record(key: str, preset: str, **values) -> bool:
                 f"{stored['values']} (agrees: {stored['agrees']}). If the change is intended, re-record with "
                 f"SGDLAB_RESULTS=update make book and commit results/{preset}.json")
         return agrees
-    if stored is None and preset == "quick" and not update:
+    if stored is None and preset == "quick" and not update and (results_dir() / "quick.json").exists():
         raise ResultsChanged(f"claim {key!r} has no stored quick result; record it with SGDLAB_RESULTS=update make book")
     _write(preset, key, dict(values=values, agrees=agrees, recorded=dict(
         date=datetime.date.today().isoformat(), machine=platform.platform(), python=platform.python_version())))

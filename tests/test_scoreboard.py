@@ -34,10 +34,11 @@ def test_a_changed_verdict_fails_even_when_the_numbers_are_close(results):
         record("walk-floor-moves", "paper", rises=0, falls=40)
 
 
-def test_quick_results_are_checked_never_created_unless_asked(results, monkeypatch):
+def test_a_claim_missing_from_an_existing_quick_file_is_an_error_unless_asked(results, monkeypatch):
+    record("walk-rare-barriers", "quick", largest_share=0.0, steps=405)   # no file yet (a fresh Colab session): written
     with pytest.raises(ResultsChanged, match="no stored quick result"):
         record("walk-floor-moves", "quick", **FLOOR)
-    assert not (results / "quick.json").exists()
+    assert "walk-floor-moves" not in load_results("quick")
     monkeypatch.setenv("SGDLAB_RESULTS", "update")
     record("walk-floor-moves", "quick", **FLOOR)
     record("walk-floor-moves", "quick", rises=3, falls=4)                 # update: written over
