@@ -69,6 +69,9 @@ class Preset:
     stability_mlp_lr: float
     stability_epochs: int             # the step schedule divides the rate by 10 half-way
     stability_probe: int              # examples in the fixed probe batch
+    # The static book (sgdlab.widgets.static_sweep): each widget's figures rendered ahead of time.
+    # The book is built with quick; on a GPU the live widgets serve, and the sweeps would cost minutes.
+    static_sweeps: bool
 
 
 PRESETS = {
@@ -85,7 +88,7 @@ PRESETS = {
         trajectory_lrs=(0.05, 0.2), trajectory_batch_size=10, trajectory_weight_decay=1e-3, trajectory_epochs=20,
         trajectory_every=27,
         stability_cnn_arch="cnn", stability_cnn_dataset="mnist1d", stability_cnn_lr=1.0, stability_mlp_lr=0.3,
-        stability_epochs=6, stability_probe=100,
+        stability_epochs=6, stability_probe=100, static_sweeps=True,
     ),
     "gpu": Preset(
         name="gpu",
@@ -100,7 +103,7 @@ PRESETS = {
         trajectory_lrs=(0.02, 0.05, 0.1), trajectory_batch_size=100, trajectory_weight_decay=1e-4, trajectory_epochs=20,
         trajectory_every=50,
         stability_cnn_arch="resnet18", stability_cnn_dataset="cifar10", stability_cnn_lr=0.1, stability_mlp_lr=0.1,
-        stability_epochs=2, stability_probe=128,
+        stability_epochs=2, stability_probe=128, static_sweeps=False,
     ),
     "paper": Preset(
         name="paper",
@@ -115,7 +118,7 @@ PRESETS = {
         trajectory_lrs=(0.02, 0.05, 0.1), trajectory_batch_size=100, trajectory_weight_decay=1e-4, trajectory_epochs=100,
         trajectory_every=50,
         stability_cnn_arch="resnet18", stability_cnn_dataset="cifar10", stability_cnn_lr=0.1, stability_mlp_lr=0.1,
-        stability_epochs=30, stability_probe=256,
+        stability_epochs=30, stability_probe=256, static_sweeps=False,
     ),
 }
 

@@ -64,8 +64,19 @@ class StaticSweep:
         )
 
 
+class SweepNotRendered:
+    """What :func:`static_sweep` gives when told not to render: a one-line note in its place."""
+
+    def __init__(self, title: str, frames: int):
+        self.title, self.frames = title, frames
+
+    def __repr__(self) -> str:
+        return (f"static sweep {self.title!r} ({self.frames} frames) not rendered with this preset: "
+                "the widget above runs live here")
+
+
 def static_sweep(draw: Callable[..., object], settings: Sequence[dict], *, title: str, selected: int = 0,
-                 dpi: int = 72) -> StaticSweep:
+                 dpi: int = 72, enabled: bool = True) -> StaticSweep | SweepNotRendered:
     """Call ``draw(**setting)`` for every setting and keep what it draws, for the static page.
 
     ``draw`` is the widget's own callback: it draws one Matplotlib figure (and may call
@@ -73,7 +84,8 @@ def static_sweep(draw: Callable[..., object], settings: Sequence[dict], *, title
     caption. ``settings`` is a list of keyword-argument dicts, one frame each, labelled
     ``"name=value, ..."``; ``selected`` is the frame shown first. ``dpi``: resolution of the
     stored PNGs (each frame is embedded in the page). Returns a :class:`StaticSweep`, which
-    displays as the slider and its frames.
+    displays as the slider and its frames. ``enabled=False`` (a preset's ``static_sweeps``,
+    off where a GPU runs the widgets live) calls nothing and returns a :class:`SweepNotRendered`.
     """
     if not callable(draw):
         raise ValueError(f"draw must be the widget's callback (a function), got {type(draw).__name__}")
@@ -83,6 +95,8 @@ def static_sweep(draw: Callable[..., object], settings: Sequence[dict], *, title
         raise ValueError(f"settings must hold dicts of keyword arguments for draw, got settings={settings!r}")
     if isinstance(selected, bool) or not isinstance(selected, int) or not 0 <= selected < len(settings):
         raise ValueError(f"selected must be an int in 0..{len(settings) - 1}, got selected={selected!r}")
+    if not enabled:
+        return SweepNotRendered(title, len(settings))
     labels, pngs, captions = [], [], []
     for setting in settings:
         label = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in setting.items())

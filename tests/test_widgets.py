@@ -62,3 +62,9 @@ def test_bad_arguments_are_refused_with_the_parameter_named():
         static_sweep("draw_line", [dict(slope=1), dict(slope=2)], title="t")
     with pytest.raises(ValueError, match=r"draw\(slope=1\) drew no Matplotlib figure"):
         static_sweep(lambda slope: print(slope), [dict(slope=1), dict(slope=2)], title="t")
+
+
+def test_a_sweep_that_is_not_enabled_calls_nothing_and_says_so():
+    calls = []
+    sweep = static_sweep(lambda slope: calls.append(slope), [dict(slope=1), dict(slope=2)], title="lines", enabled=False)
+    assert calls == [] and "not rendered with this preset" in repr(sweep) and "2 frames" in repr(sweep)
