@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, jvp, vjp, vmap
+from torch.func import functional_call, grad, jvp, vmap
 
 from .params import BN_MODES, Params, check_fits_model, model_params
 from .train import Callback
@@ -237,34 +237,36 @@ class LossOnSet:
         v = self._as_tangent(v)
         if mode == "forward-over-reverse":
             return self._sum(lambda i: jvp(grad(self.loss_fn(i)), (self.variables,), (v,))[1])
+        return self._sum(lambda i: self._second_backward(*self._gradient_graph(i), v, keep=False))
 
-        def part(i):  # d<g(w), v>/dw = H v: a second backward pass through the gradient's graph
-            leaves = self._leaves()
-            g = self._grad(self.loss_fn(i)(leaves), leaves, create_graph=True)
-            used = [n for n in self.names if g[n].requires_grad]  # a gradient that is constant has no graph
-            if not used:
-                return {n: torch.zeros_like(v[n]) for n in self.names}
-            return self._grad([g[n] for n in used], leaves, grad_outputs=[v[n] for n in used])
+    def _gradient_graph(self, index: int) -> tuple[Params, Params]:
+        """``(leaves, g)``: chunk ``index``'s gradient ``g`` with its graph, for a second backward pass."""
+        leaves = self._leaves()
+        return leaves, self._grad(self.loss_fn(index)(leaves), leaves, create_graph=True)
 
-        return self._sum(part)
+    def _second_backward(self, leaves: Params, g: Params, v: Params, *, keep: bool) -> Params:
+        """``d<g(w), v>/dw = H v`` through the graph of ``g``; ``keep`` keeps the graph for more products."""
+        used = [n for n in self.names if g[n].requires_grad]  # a gradient that is constant has no graph
+        if not used:
+            return {n: torch.zeros_like(v[n]) for n in self.names}
+        return self._grad([g[n] for n in used], leaves, grad_outputs=[v[n] for n in used], retain_graph=keep)
 
     def hvp_operator(self) -> Callable[[Params], Params]:
         """A function ``v -> H v`` for many products at these parameters (Lanczos, alignment).
 
-        When ``graphs_fit``, it builds each chunk's gradient graph once (``torch.func.vjp`` of
-        ``grad``) and keeps them: every product is then one reverse pass through them, which
-        is ``H v`` because H is symmetric, instead of recomputing the forward and backward
-        passes for each product. The graphs are freed with the returned function. Otherwise
-        it is :meth:`hvp`.
+        When ``graphs_fit``, it builds each chunk's gradient graph once and keeps them: every
+        product is then one reverse pass through them (reverse-over-reverse, as :meth:`hvp`),
+        instead of recomputing the forward and backward passes for each product. The graphs
+        are freed with the returned function. Otherwise it is :meth:`hvp`.
         """
         if not self.graphs_fit:
             return self.hvp
         with _bn_mode(self.model, self.bn):
-            pullbacks = [vjp(grad(self.loss_fn(i)), self.variables)[1] for i in range(len(self.chunks))]
+            graphs = [self._gradient_graph(i) for i in range(len(self.chunks))]
 
         def product(v: Params) -> Params:
             v = self._as_tangent(v)
-            return self._sum(lambda i: pullbacks[i](v)[0])
+            return self._sum(lambda i: self._second_backward(*graphs[i], v, keep=True))
 
         return product
 

@@ -154,10 +154,11 @@ def _check_values(claim: Claim, values: dict) -> dict:
         raise ValueError(f"claim {claim.key!r} takes the values {', '.join(claim.values)}; got {', '.join(sorted(values))}")
     clean = {}
     for name, value in values.items():
-        numbers = value if isinstance(value, (list, tuple)) else [value]
-        if not numbers or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in map(_number, numbers)):
+        listed = isinstance(value, (list, tuple))
+        numbers = [_number(x) for x in (value if listed else [value])]
+        if not numbers or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in numbers):
             raise ValueError(f"{name}={value!r} for claim {claim.key!r} must be a finite number or a list of them")
-        clean[name] = [_number(x) for x in numbers] if isinstance(value, (list, tuple)) else _number(value)
+        clean[name] = numbers if listed else numbers[0]
     return clean
 
 
