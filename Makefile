@@ -13,10 +13,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export SGDLAB_PRESET ?= quick
 export SGDLAB_DEVICE ?= cpu
-export MPLBACKEND ?= Agg
+# no progress bars in executed pages (a bar in a page is frozen at its first frame);
+# figures are drawn by the kernels' inline backend: MPLBACKEND must not reach them
+export SGDLAB_PROGRESS ?= 0
+unexport MPLBACKEND
 export PYTHONHASHSEED := 0
-# MathJax and the ipywidgets embed manager, from npm (web/package-lock.json): the book serves them
-# itself from _static/ (_config.yml: html_static_path, mathjax_path, nb_ipywidgets_js)
+# MathJax, from npm (web/package-lock.json): the book serves it itself from _static/
+# (_config.yml: html_static_path, mathjax_path, mathjax3_config)
 NODE_STAMP := web/node_modules/.installed
 WEB_STATIC := _build/web
 # one thread per process: tiny models run faster so, and make test runs two workers on two cores
@@ -38,11 +41,8 @@ $(NODE_STAMP): web/package.json web/package-lock.json
 
 web-static: $(NODE_STAMP)
 	rm -rf $(WEB_STATIC)
-	mkdir -p $(WEB_STATIC)/widgets
+	mkdir -p $(WEB_STATIC)
 	cp -R web/node_modules/mathjax/es5 $(WEB_STATIC)/mathjax
-	cd web/node_modules/@jupyter-widgets/html-manager/dist && \
-		cp embed.js embed.js.LICENSE.txt *.woff2 *.woff *.ttf *.eot *.svg $(CURDIR)/$(WEB_STATIC)/widgets/
-	cp web/mathjax2-hub.js $(WEB_STATIC)/widgets/
 
 book: $(STAMP) web-static
 	rm -rf _build/html _build/.jupyter_cache _build/.doctrees

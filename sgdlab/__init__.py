@@ -6,6 +6,7 @@ one loop trains everything (:mod:`sgdlab.train`); presets set the scale (:mod:`s
 """
 
 from . import plots, scoreboard, selfcheck, toy, widgets
+from .chapter import setup_chapter
 from .data import DATASETS, Dataset, load_dataset
 from .landscape import (
     LMCBarrier,
@@ -55,5 +56,5 @@ __all__ = [
     "norm", "num_parameters", "plots", "train",
     "PermutationSpec", "activation_matching", "apply_permutation", "identity_permutation", "inverse_permutation",
     "permutation_spec", "random_permutation", "weight_matching", "SeedsResult", "train_seeds", "toy", "StabilityRecorder", "StabilityResult",
-    "scoreboard", "selfcheck", "widgets",
+    "scoreboard", "selfcheck", "setup_chapter", "widgets",
 ]

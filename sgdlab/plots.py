@@ -3,16 +3,67 @@
 Every function draws on a Matplotlib ``Axes`` it is given (or makes a new figure), labels
 both axes with their units, and returns the axes, so that a notebook can add to it.
 Nothing here computes results: plots take result objects (``History``, ...) and draw them.
+
+:data:`BOOK_STYLE` is how the book draws: every figure at 150 dpi (sharp on high-density
+screens), at most :data:`MAX_FIGURE_WIDTH` inches wide, with 11-point text, so that a label
+is still at least 10 px on the page (a chapter's output column is about 690 px wide: a
+figure of width ``w`` inches is shown at 690 / (150 w) of its size). :func:`figure_png` is how a figure
+becomes a picture on the page, for the chapters' figures and the static sweeps' frames alike.
 """
 
 from __future__ import annotations
 
+import io
 from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
+from PIL import Image
 
 from .train import History
+
+MAX_FIGURE_WIDTH = 10.0  # inches; wider figures are shrunk until their labels are unreadable
+BOOK_STYLE = {
+    "figure.dpi": 150,            # the inline backend draws at the figure's dpi
+    "savefig.dpi": 150,
+    "savefig.bbox": "tight",      # no clipped titles or tick labels in saved frames
+    "font.size": 11,
+    "axes.titlesize": "medium",
+    "figure.figsize": (6.4, 4.0),
+}
+
+
+PNG_COLOURS = 256  # a palette PNG: a third of the bytes of a full-colour one, and plots look the same
+
+
+def figure_png(fig: Figure, dpi: float | None = None) -> bytes:
+    """``fig`` as the PNG a page shows: cropped to what was drawn, at ``dpi`` (default: the
+    figure's own), reduced to a palette of :data:`PNG_COLOURS` colours, resolution recorded."""
+    dpi = dpi or fig.dpi
+    drawn = io.BytesIO()
+    fig.savefig(drawn, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+    image = Image.open(drawn).convert("RGB").quantize(colors=PNG_COLOURS, method=Image.Quantize.MEDIANCUT)
+    page = io.BytesIO()
+    image.save(page, format="png", optimize=True, dpi=(dpi, dpi))
+    return page.getvalue()
+
+
+def use_book_style() -> None:
+    """Draw every following figure in :data:`BOOK_STYLE` (chapters call it in their set-up).
+
+    In IPython (Jupyter, Colab, the book's build) figures are also shown as :func:`figure_png`
+    makes them.
+    """
+    plt.rcParams.update(BOOK_STYLE)
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:
+        plt.get_backend()  # the inline backend registers its own PNG formatter when it starts: first
+        shell.display_formatter.formatters["image/png"].for_type(Figure, figure_png)
 
 
 def _axes(ax=None, *, ncols: int = 1, figsize=(6.4, 4.0)):
@@ -29,7 +80,7 @@ def plot_history(history: History, axes=None, *, label: str | None = None, color
     and test losses after each epoch; the right panel the training and test accuracy in %.
     A diverged run is marked where it stopped. Returns the two axes.
     """
-    loss_ax, acc_ax = _axes(axes, ncols=2, figsize=(11, 4))
+    loss_ax, acc_ax = _axes(axes, ncols=2, figsize=(10, 3.8))
     per_epoch = history.steps_per_epoch
     step_epochs = (np.arange(history.steps) + 1) / per_epoch
     name = f"{label}: " if label else ""
@@ -45,12 +96,12 @@ def plot_history(history: History, axes=None, *, label: str | None = None, color
         where = (history.diverged_at + 1) / per_epoch
         loss_ax.axvline(where, color=color, ls=":", lw=1)
         loss_ax.annotate(f"{name}diverged", (where, 0.95), xycoords=("data", "axes fraction"),
-                         rotation=90, va="top", ha="right", color=color, fontsize=8)
+                         rotation=90, va="top", ha="right", color=color, fontsize="small")
     loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss (nats)", yscale="log", title="loss")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize="small")
     return loss_ax, acc_ax
 
 
@@ -61,7 +112,7 @@ def plot_learning_rate(histories: Sequence[History], labels: Sequence[str], ax=N
         ax.plot((np.arange(history.steps) + 1) / history.steps_per_epoch, history.step_lr, label=label)
     ax.set(xlabel="epoch", ylabel="learning rate", title="learning-rate schedule")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize="small")
     return ax
 
 
@@ -83,7 +134,7 @@ def plot_walk(result, epoch: int | None, *, first: int = 0, count: int = 40, ax=
     ax.plot(position[first:first + count], floor[first:first + count], "--", color="C1", lw=1.2, label="valley floor (lowest point of each segment)")
     ax.set(xlabel="iteration (global step; interpolated points between iterates)", ylabel="full training-set loss (nats)",
            title=f"{'epoch ' + str(epoch) if epoch else 'all recorded steps'}: loss between consecutive iterates, steps {steps[0]}-{steps[-1] + 1}")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize="small", loc="upper right")
     return ax
 
 
@@ -99,10 +150,10 @@ def plot_barriers_per_epoch(results: dict, ax=None, *, tol: float = 0.0):
         rows = result.census(tol)
         x = np.arange(len(rows)) + i * width
         bars = ax.bar(x, [r["barriers"] for r in rows], width, label=label)
-        ax.bar_label(bars, [f"{r['barriers']}/{r['steps']}" for r in rows], fontsize=7)
+        ax.bar_label(bars, [f"{r['barriers']}/{r['steps']}" for r in rows], fontsize="x-small")
         ax.set_xticks(np.arange(len(rows)) + width * (len(results) - 1) / 2, [str(r["epoch"]) for r in rows])
     ax.set(xlabel="epoch", ylabel="barriers crossed (steps)", title="barriers crossed per recorded epoch")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize="small")
     return ax
 
 
@@ -136,7 +187,7 @@ def plot_alignment(alignments: dict, ax=None):
     ax.set_xscale("log")
     ax.set_xlabel("mini-batch size B (examples)")
     ax.set_ylabel(r"$g_B^\top H g_B / \|g_B\|^2$ (nats per unit$^2$)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize="small")
     return ax
 
 
@@ -155,7 +206,7 @@ def plot_gradient_cosine(recorders: dict, ax=None, *, window: int = 25):
     ax.axhline(0, color="0.6", lw=0.8)
     ax.set_xlabel("iteration (updates)")
     ax.set_ylabel(rf"cos$(g_{{t-1}}, g_t)$, running mean over {window} steps")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize="small")
     return ax
 
 
@@ -174,7 +225,7 @@ def plot_distance_from_init(recorders: dict, fits: dict | None = None, ax=None):
     ax.set_xscale("log")
     ax.set_xlabel("iteration t (updates, log scale)")
     ax.set_ylabel(r"$\|w_t - w_0\|$ (parameter units)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize="x-small")
     return ax
 
 
@@ -189,7 +240,7 @@ def plot_sharpness(recorder, lr: float, ax=None, *, label: str | None = None):
     ax.set_xlabel("iteration (updates)")
     ax.set_ylabel(r"$\lambda_{max}(H)$ (nats per unit$^2$)")
     ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize="small")
     return ax
 
 
@@ -208,7 +259,7 @@ def plot_drift(trajectories: dict, fits: dict | None = None, ax=None):
                       label=f"  fit: exponent {fits[label].coefficients[1]:.2f}")
     ax.set_xlabel("M - N (updates after w_N, log scale)")
     ax.set_ylabel(r"$\|w_M - w_N\|$ (parameter units, log scale)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize="small")
     return ax
 
 
@@ -225,8 +276,8 @@ def plot_distance_scale(distances: dict, ax=None):
     spread = np.array([[v.mean() - v.min() for v in values], [v.max() - v.mean() for v in values]])
     ax.barh(range(len(labels)), means, xerr=spread, color=[f"C{i}" for i in range(len(labels))], capsize=3)
     for i, m in enumerate(means):
-        ax.text(m * 1.05, i, f"{m:.3g}", va="center", fontsize=8)
-    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        ax.text(m * 1.05, i, f"{m:.3g}", va="center", fontsize="small")
+    ax.set_yticks(range(len(labels)), labels, fontsize="small")
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.set_xlabel("Euclidean distance (parameter units, log scale)")
@@ -242,7 +293,7 @@ def plot_lmc(curves: dict, ax=None):
                 label=f"{label} (barrier {barrier.above_line:.3f} nats above the line)")
     ax.set_xlabel(r"$\alpha$: $(1-\alpha)\,w_a + \alpha\, w_b$")
     ax.set_ylabel("training loss (nats)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize="small")
     return ax
 
 
@@ -259,7 +310,7 @@ def plot_toy_1d(x, curves: dict, ax=None, *, points: dict | None = None):
                 color=f"C{len(curves) + i}", alpha=0.8)
     ax.set_xlabel("x (parameter units)")
     ax.set_ylabel("loss f(x) (loss units)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize="small")
     return ax
 
 
@@ -282,7 +333,7 @@ def plot_toy_paths(axes, values, paths: dict, ax=None, *, levels: int = 30, max_
         ax.plot(path[-1, :, 0], path[-1, :, 1], ".", color=color, ms=8, label=label)
     ax.set_xlabel("x\u2081 (parameter units)")
     ax.set_ylabel("x\u2082 (parameter units)")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize="small", loc="upper right")
     return ax
 
 
@@ -295,7 +346,7 @@ def plot_success_map(lrs, noises, shares, ax=None, *, title: str = ""):
     plt.colorbar(image, ax=ax, label="runs that reach the target (%)")
     for i in range(shares.shape[0]):
         for j in range(shares.shape[1]):
-            ax.text(j, i, f"{shares[i, j]:.0f}", ha="center", va="center", fontsize=7,
+            ax.text(j, i, f"{shares[i, j]:.0f}", ha="center", va="center", fontsize="x-small",
                     color="black" if shares[i, j] > 55 else "white")
     ax.set_xticks(range(len(noises)), [f"{n:g}" for n in noises])
     ax.set_yticks(range(len(lrs)), [f"{lr:.3g}" for lr in lrs])
@@ -320,7 +371,7 @@ def plot_gradient_variance(batch_sizes, variances: dict, ax=None, *, references:
         ax.loglog(sizes, np.asarray(values, dtype=float), "--", lw=1, label=label)
     ax.set_xlabel("mini-batch size B (examples, log scale)")
     ax.set_ylabel(r"$E\,\|g_B - g\|^2$ (squared gradient units, log scale)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize="small")
     return ax
 
 
@@ -342,10 +393,10 @@ def plot_lr_sweep(histories: dict, ax=None):
             last = history.step_loss[-1] if history.step_loss else float("nan")
             ax.plot([where], [last], "x", ms=10, mew=2, color=line.get_color())
             ax.annotate(f"{label}: diverged at step {history.diverged_at}", (where, last), textcoords="offset points",
-                        xytext=(8, 4), fontsize=8, color=line.get_color())
+                        xytext=(8, 4), fontsize="small", color=line.get_color())
     ax.set(xlabel="epoch", ylabel="full training-set loss (nats, log scale)", yscale="log")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize="small")
     return ax
 
 
@@ -368,7 +419,7 @@ def plot_seed_spread(values: dict, ax=None, *, ylabel: str = "test error (%)"):
     ax.set_xlim(-0.5, len(values) - 0.3)
     ax.set(xlabel="setting (one dot per seed)", ylabel=ylabel)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize="small")
     return ax
 
 
@@ -390,7 +441,7 @@ def plot_standard_error(n_seeds, standard_errors, ax=None, *, sd: float | None =
         ax.axhline(gap / (2 * np.sqrt(2)), color="C3", ls="--", label=r"gap / $2\sqrt{2}$")
     ax.set(xlabel="number of seeds n", ylabel=f"standard error of the mean ({unit})")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize="small")
     return ax
 
 
@@ -442,7 +493,7 @@ def plot_stability(results: dict, quantity: str = "activation", ax=None, *, wind
     if quantity == "cosine":
         ax.axhline(0, color="0.6", lw=0.8)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize="small")
     return ax
 
 
@@ -457,7 +508,7 @@ def plot_layer_drift(result, ax=None, *, window: int = 20, drops=()):
         ax.axvline(result.epoch[step], color="0.4", ls="--", lw=1)
     ax.set(xlabel="epoch", ylabel="activation drift per step (relative, log scale)", yscale="log")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, title="layer")
+    ax.legend(fontsize="small", title="layer")
     return ax
 
 
@@ -478,5 +529,5 @@ def plot_drift_against_rate(results: dict, ax=None, *, fits: dict | None = None)
     ax.set(xscale="log", yscale="log", xlabel="learning rate of the step (log scale)",
            ylabel="activation drift per step (relative, log scale)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize="small")
     return ax

@@ -23,13 +23,16 @@ from typing import Callable, Sequence
 
 import matplotlib.pyplot as plt
 
+from .plots import figure_png
+
 # Shows frame number this.value of the slider's sweep, hides the others, updates label and caption.
 _ON_INPUT = (
     "const box = this.closest('.sgdlab-sweep'); const i = Number(this.value);"
     " box.querySelectorAll('.sgdlab-sweep-frame').forEach((f, j) => { f.hidden = j !== i; });"
     " const f = box.querySelectorAll('.sgdlab-sweep-frame')[i];"
     " box.querySelector('.sgdlab-sweep-label').textContent = f.dataset.label;"
-    " box.querySelector('.sgdlab-sweep-caption').textContent = f.dataset.caption;"
+    " const caption = box.querySelector('.sgdlab-sweep-caption');"
+    " caption.textContent = f.dataset.caption; caption.hidden = !f.dataset.caption;"
 )
 
 
@@ -48,18 +51,22 @@ class StaticSweep:
     def _repr_html_(self) -> str:
         e = lambda text: html.escape(text, quote=True)
         frames = "\n".join(
-            f'<img class="sgdlab-sweep-frame" style="max-width:100%" alt="{e(self.title)}: {e(label)}" '
+            f'<img class="sgdlab-sweep-frame" style="max-width:100%;display:block" alt="{e(self.title)}: {e(label)}" '
             f'data-label="{e(label)}" data-caption="{e(caption)}"{"" if i == self.selected else " hidden"} '
             f'src="data:image/png;base64,{base64.b64encode(png).decode()}">'
             for i, (label, png, caption) in enumerate(zip(self.labels, self.pngs, self.captions)))
+        caption = self.captions[self.selected]
+        # the title, then the slider and its setting on one line above the frames, then the caption
         return (
             f'<div class="sgdlab-sweep" style="border:1px solid #ccc;border-radius:4px;padding:0.5em;margin:0.5em 0">\n'
             f'<div style="font-weight:bold">{e(self.title)}</div>\n'
-            f'<label>setting <input type="range" class="sgdlab-sweep-slider" min="0" max="{len(self) - 1}" step="1" '
-            f'value="{self.selected}" aria-label="{e(self.title)}" oninput="{e(_ON_INPUT)}"> '
-            f'<span class="sgdlab-sweep-label">{e(self.labels[self.selected])}</span></label>\n'
+            f'<div style="margin:0.3em 0"><label>setting <input type="range" class="sgdlab-sweep-slider" min="0" '
+            f'max="{len(self) - 1}" step="1" value="{self.selected}" aria-label="{e(self.title)}" '
+            f'oninput="{e(_ON_INPUT)}"> <span class="sgdlab-sweep-label">{e(self.labels[self.selected])}</span>'
+            f'</label></div>\n'
             f'{frames}\n'
-            f'<pre class="sgdlab-sweep-caption" style="white-space:pre-wrap">{e(self.captions[self.selected])}</pre>\n'
+            f'<pre class="sgdlab-sweep-caption" style="white-space:pre-wrap"{"" if caption else " hidden"}>'
+            f'{e(caption)}</pre>\n'
             f'</div>'
         )
 
@@ -76,14 +83,15 @@ class SweepNotRendered:
 
 
 def static_sweep(draw: Callable[..., object], settings: Sequence[dict], *, title: str, selected: int = 0,
-                 dpi: int = 72, enabled: bool = True) -> StaticSweep | SweepNotRendered:
+                 dpi: float | None = None, enabled: bool = True) -> StaticSweep | SweepNotRendered:
     """Call ``draw(**setting)`` for every setting and keep what it draws, for the static page.
 
     ``draw`` is the widget's own callback: it draws one Matplotlib figure (and may call
     ``plt.show()``, which is held back here) and may print a line, kept as the frame's
     caption. ``settings`` is a list of keyword-argument dicts, one frame each, labelled
     ``"name=value, ..."``; ``selected`` is the frame shown first. ``dpi``: resolution of the
-    stored PNGs (each frame is embedded in the page). Returns a :class:`StaticSweep`, which
+    stored PNGs (each frame is embedded in the page); ``None`` keeps the figure's own, so
+    frames are made as the chapter's figures are (:func:`sgdlab.plots.figure_png`). Returns a :class:`StaticSweep`, which
     displays as the slider and its frames. ``enabled=False`` (a preset's ``static_sweeps``,
     off where a GPU runs the widgets live) calls nothing and returns a :class:`SweepNotRendered`.
     """
@@ -110,10 +118,9 @@ def static_sweep(draw: Callable[..., object], settings: Sequence[dict], *, title
             plt.show = show
         if not plt.get_fignums():
             raise ValueError(f"draw({label}) drew no Matplotlib figure; a static sweep needs one figure per setting")
-        buffer = io.BytesIO()
-        plt.gcf().savefig(buffer, format="png", dpi=dpi)
+        png = figure_png(plt.gcf(), dpi)
         plt.close("all")
         labels.append(label)
-        pngs.append(buffer.getvalue())
+        pngs.append(png)
         captions.append(printed.getvalue().strip())
     return StaticSweep(title, labels, pngs, captions, selected)

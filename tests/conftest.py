@@ -1,9 +1,16 @@
-"""Shared fixtures: every test runs on the CPU with the quick preset, whatever the environment says."""
+"""Shared fixtures: every test runs on the CPU with the quick preset, whatever the environment says.
 
+Unit tests draw off-screen (Agg). The notebooks' kernels must not inherit that: they draw
+with the inline backend, which is what puts the figures on the book's pages.
+"""
+
+import matplotlib
 import pytest
 import torch
 
 import sgdlab
+
+matplotlib.use("Agg")
 
 
 @pytest.fixture(autouse=True)

@@ -4,8 +4,6 @@ import base64
 import re
 
 import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pytest
 
@@ -68,3 +66,27 @@ def test_a_sweep_that_is_not_enabled_calls_nothing_and_says_so():
     calls = []
     sweep = static_sweep(lambda slope: calls.append(slope), [dict(slope=1), dict(slope=2)], title="lines", enabled=False)
     assert calls == [] and "not rendered with this preset" in repr(sweep) and "2 frames" in repr(sweep)
+
+
+def test_the_setting_label_sits_above_the_frames_and_an_empty_caption_is_left_out():
+    sweep = static_sweep(lambda slope: draw_line(slope) if slope else plt.subplots(),
+                         [dict(slope=1), dict(slope=0)], title="lines", selected=1)
+    html = sweep._repr_html_()
+    assert html.index('class="sgdlab-sweep-label"') < html.index('class="sgdlab-sweep-frame"')
+    assert re.search(r'<pre class="sgdlab-sweep-caption"[^>]* hidden>', html)  # frame 1 printed nothing
+    assert 'caption.hidden = !f.dataset.caption' in html                     # and frame 0's caption shows
+
+
+def test_frames_have_the_book_styles_resolution_and_nothing_is_cropped(tmp_path):
+    from PIL import Image
+
+    from sgdlab.plots import BOOK_STYLE, use_book_style
+
+    with matplotlib.rc_context():
+        use_book_style()
+        sweep = static_sweep(draw_line, [dict(slope=1), dict(slope=2)], title="lines")
+    image = Image.open(__import__("io").BytesIO(sweep.pngs[0]))
+    assert round(image.info["dpi"][0]) == BOOK_STYLE["figure.dpi"]
+    # a 3 x 2 inch figure at 150 dpi, its frame fitted to what was drawn: the y label and the
+    # title reach outside this small figure's area and are kept, not cut off
+    assert image.width > 3 * 150 and image.height > 2 * 150
