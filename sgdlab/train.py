@@ -26,7 +26,9 @@ Conventions
   run would. A run that dies loses at most the epoch in progress.
 * Divergence: a mini-batch loss that is not finite, or that exceeds ``diverge_factor``
   times the first step's loss, stops training; ``History.diverged_at`` holds the step and
-  ``History.stopped_because`` says why. Nothing non-finite enters the history.
+  ``History.stopped_because`` says why. Nothing non-finite enters the history. It also
+  warns (``RuntimeWarning``), unless the caller expects it (``on_divergence="stop"``: a
+  chapter that shows a divergence on purpose).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ from .params import Params, clone_params, loss_and_accuracy, model_params
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine", "warmup-cosine")
 PROGRESS_MIN_STEPS = 200  # shorter runs show no progress bar
+ON_DIVERGENCE = ("warn", "stop")  # what train does besides stopping when the loss explodes
+PROGRESS_VARIABLE = "SGDLAB_PROGRESS"  # "0": no progress bars (the book build sets it)
 
 
 class StopTraining(Exception):
@@ -269,9 +273,10 @@ def train(
     schedule: Any = None,
     seed: int = 0,
     callbacks: Sequence[Callback] = (),
-    progress: bool = True,
+    progress: bool | None = None,
     evaluate: bool = True,
     diverge_factor: float | None = 100.0,
+    on_divergence: str = "warn",
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     checkpoint_minutes: float | None = None,
@@ -282,11 +287,20 @@ def train(
     rate; ``schedule`` changes it over time (see :func:`make_schedule`). ``evaluate=False``
     skips the per-epoch full-set evaluation (it costs about one forward pass over the
     training and test sets per epoch). ``diverge_factor=None`` stops only on a non-finite
-    loss. The model is moved to ``dataset.device`` first (in place, like ``model.to``).
+    loss; ``on_divergence`` is ``"warn"`` (stop and warn) or ``"stop"`` (stop quietly: the
+    History says why). The model is moved to ``dataset.device`` first (in place, like ``model.to``).
     ``checkpoint`` makes the run resumable (see the module docstring); it is written after
     every epoch, and also every ``checkpoint_every`` steps and every ``checkpoint_minutes``
-    minutes of training when those are given.
+    minutes of training when those are given. ``progress``: show a progress bar (runs of at
+    least ``PROGRESS_MIN_STEPS`` steps); ``None`` shows it unless the environment variable
+    ``SGDLAB_PROGRESS`` is ``0`` (the book's build sets it: a bar in a page is frozen at its
+    first frame).
     """
+    if progress is None:
+        progress = os.environ.get(PROGRESS_VARIABLE, "1") != "0"
+    if on_divergence not in ON_DIVERGENCE:
+        raise ValueError(f"on_divergence must be one of {', '.join(map(repr, ON_DIVERGENCE))}, "
+                         f"got on_divergence={on_divergence!r}")
     batch_size = _check_arguments(model, dataset, lr, batch_size, epochs, steps, diverge_factor)
     if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
                                          or checkpoint_every < 1):
@@ -348,7 +362,9 @@ def train(
                         f"the mini-batch loss reached {loss_value:.4g} at step {step_index} (epoch {epoch}) with lr={current_lr:g}"
                         + (f", over {diverge_factor:g} times the first loss {history.step_loss[0]:.4g}" if math.isfinite(loss_value) else "")
                     )
-                    warnings.warn(f"training diverged: {history.stopped_because}; try a smaller learning rate", RuntimeWarning, stacklevel=2)
+                    if on_divergence == "warn":
+                        warnings.warn(f"training diverged: {history.stopped_because}; try a smaller learning rate",
+                                      RuntimeWarning, stacklevel=2)
                     raise StopTraining(history.stopped_because)
                 loss.backward()
                 opt.step()

@@ -185,3 +185,29 @@ def test_a_checkpoint_of_another_run_is_refused(digits, tmp_path):
     quick_train(digits, epochs=1, checkpoint=checkpoint)
     with pytest.raises(ValueError, match="another run .*lr"):
         quick_train(digits, epochs=1, lr=0.2, checkpoint=checkpoint)
+
+
+def test_an_expected_divergence_stops_quietly_and_the_history_still_says_why(digits):
+    import warnings
+
+    model = sgdlab.make_model("mlp", digits, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        history = sgdlab.train(model, digits, lr=1e4, batch_size=100, epochs=5, progress=False,
+                               on_divergence="stop")
+    assert history.diverged and "lr=10000" in history.stopped_because
+    with pytest.raises(ValueError, match=r"on_divergence must be one of 'warn', 'stop', got on_divergence='ignore'"):
+        sgdlab.train(model, digits, lr=0.1, batch_size=100, epochs=1, on_divergence="ignore")
+
+
+def test_sgdlab_progress_0_turns_the_default_progress_bar_off(digits, monkeypatch, capsys):
+    def run(**options):
+        sgdlab.train(sgdlab.make_model("mlp", digits, seed=0), digits, lr=0.1, batch_size=10, steps=250,
+                     evaluate=False, **options)
+        return capsys.readouterr().err
+
+    monkeypatch.setenv("SGDLAB_PROGRESS", "0")
+    assert run() == ""                      # the book's build: no frozen bar in a page
+    assert "/250 [" in run(progress=True)   # asked for explicitly, it shows
+    monkeypatch.delenv("SGDLAB_PROGRESS")
+    assert "/250 [" in run()                # the default elsewhere
