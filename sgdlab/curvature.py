@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, jvp, vmap
+from torch.func import functional_call, grad, jacrev, jvp, vmap
 
 from .params import BN_MODES, Params, check_fits_model, model_params
 from .train import Callback
@@ -626,8 +626,11 @@ def gauss_newton_parts(model: nn.Module, params: Params, x: torch.Tensor, y: tor
             xc, yc = x64[start:start + chunk], y[start:start + chunk]
             weight = len(xc) / n
             p0 = log_p(theta, xc, yc).exp().detach()
-            hessian += weight * torch.func.hessian(lambda t: -log_p(t, xc, yc).mean())(theta)
-            second += weight * torch.func.hessian(lambda t: -(log_p(t, xc, yc).exp() / p0).mean())(theta)
+            # reverse over reverse, as hvp: the same exact matrix as torch.func.hessian (forward over
+            # reverse), without forward-mode autograd, whose first use makes torch print a
+            # FutureWarning of its own (torch.jit.script in its decompositions for jvp)
+            hessian += weight * jacrev(jacrev(lambda t: -log_p(t, xc, yc).mean()))(theta)
+            second += weight * jacrev(jacrev(lambda t: -(log_p(t, xc, yc).exp() / p0).mean()))(theta)
             # per-example gradients of L_i = -log p_i, one row each
             per_example_grads = vmap(grad(lambda t, xi, yi: -log_p(t, xi[None], yi[None])[0]), in_dims=(None, 0, 0))(theta, xc, yc)
             uncentred += per_example_grads.T @ per_example_grads / n
