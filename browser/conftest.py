@@ -1,5 +1,7 @@
 """The built book, served on 127.0.0.1 and opened page by page in Debian's headless Chromium.
 
+(test_executed_notebooks.py reads the notebooks the build executed; it needs no browser.)
+
 Every request that leaves 127.0.0.1 is blocked and recorded, so a page that passes renders
 offline. Each page is opened once (``visit``) and what the tests check is read back as a
 ``PageVisit``; a full-page screenshot of each lands in ``_build/screenshots/<page>.png``.
@@ -63,6 +65,9 @@ class PageVisit:
     widgets: dict                     # see WIDGETS_JS
     sweeps: list[dict]                # see SWEEPS_JS, one entry per div.sgdlab-sweep
     colab_links: list[str]            # every href that points at the Colab URL of _config.yml
+    figures: list[list[dict]]         # see FIGURES_JS: per cell tagged 'figure', its output images
+    frames: list[dict]                # see FIGURES_JS: every static-sweep frame
+    weight: dict                      # see WEIGHT_JS: bytes of the page and of each resource it loaded
 
 
 # Where MathJax typesets: Sphinx's math spans and divs. A page has maths when it has one.
@@ -85,23 +90,48 @@ MATH_JS = """() => {
   };
 }"""
 
-# myst-nb writes each widget view as a <script type=...widget-view+json>; the embed manager
-# puts a div.widget-subarea before it and renders the view there.
-VIEW_SELECTOR = 'script[type="application/vnd.jupyter.widget-view+json"]'
-WIDGETS_JS = """(selector) => {
-  const views = [...document.querySelectorAll(selector)];
-  const rendered = views.filter(v => {
-    const area = v.previousElementSibling;
-    if (!area || !area.classList.contains('widget-subarea')) return false;
-    const widget = area.querySelector('.jupyter-widgets');
-    return widget !== null && widget.getBoundingClientRect().width > 0;
-  });
-  return {
-    views: views.length,
-    rendered: rendered.length,
-    state: document.querySelectorAll('script[type="application/vnd.jupyter.widget-state+json"]').length,
+# myst-nb writes each widget view as a <script type=...widget-view+json>, and loads a widget
+# manager (nb_ipywidgets_js) on a page whose notebook saved widget state.
+WIDGETS_JS = """() => ({
+  views: document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]').length,
+  controls: document.querySelectorAll('.jupyter-widgets, .widget-subarea, input.widget-slider').length,
+  managers: [...document.querySelectorAll('script[src]')].map(s => s.src).filter(s => /embed|html-manager|require/.test(s)),
+})"""
+
+# What a reader sees of each figure: the image in the output of every cell tagged 'figure'
+# (myst-nb writes tags as classes: div.cell.tag_figure) and every static-sweep frame; for each
+# its size in the PNG (natural), its width on the page (shown; a hidden frame's box instead),
+# and how many colours a sample of its pixels holds (1: a blank image).
+FIGURES_JS = """async () => {
+  const inspect = async img => {
+    if (!(img.complete && img.naturalWidth > 0)) { try { await img.decode(); } catch (e) {} }
+    const box = img.closest('.sgdlab-sweep');
+    const info = {src: (img.getAttribute('src') || '').slice(0, 60), natural: img.naturalWidth,
+                  shown: box ? box.clientWidth : img.getBoundingClientRect().width, colours: 0};
+    if (!img.naturalWidth) return info;
+    const canvas = document.createElement('canvas');
+    canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+    const context = canvas.getContext('2d');
+    context.drawImage(img, 0, 0);
+    const pixels = new Uint32Array(context.getImageData(0, 0, canvas.width, canvas.height).data.buffer);
+    const seen = new Set();
+    for (let i = 0; i < pixels.length && seen.size < 3; i += 7) seen.add(pixels[i]);
+    info.colours = seen.size;
+    return info;
   };
+  const figures = [];
+  for (const cell of document.querySelectorAll('div.cell.tag_figure'))
+    figures.push(await Promise.all([...cell.querySelectorAll('.cell_output img')].map(inspect)));
+  const frames = await Promise.all([...document.querySelectorAll('img.sgdlab-sweep-frame')].map(inspect));
+  return {figures, frames};
 }"""
+
+# Bytes the page cost: the document (its embedded images included) and every resource it
+# loaded, decoded (uncompressed), as the browser's resource timing reports them.
+WEIGHT_JS = """() => ({
+  document: performance.getEntriesByType('navigation')[0].decodedBodySize,
+  resources: performance.getEntriesByType('resource').map(r => ({url: r.name, bytes: r.decodedBodySize})),
+})"""
 
 # Moves each sweep's slider through all its positions, as a reader would (value + input event),
 # and records which frames are visible at each position and whether the visible one loaded.
@@ -246,16 +276,8 @@ def visit(chromium, book_url, book_config):
             tab.wait_for_load_state("networkidle")
             # MathJax typesets after load; its startup promise settles when it has
             tab.evaluate("() => window.MathJax?.startup?.promise")
-            widgets = tab.evaluate(WIDGETS_JS, VIEW_SELECTOR)
-            if widgets["views"]:
-                try:  # the embed manager renders after load; give it time, report what it did
-                    tab.wait_for_function(f"() => ({WIDGETS_JS})({VIEW_SELECTOR!r}).rendered === "
-                                          f"{widgets['views']}", timeout=20_000)
-                except Exception:
-                    pass
-                widgets = tab.evaluate(WIDGETS_JS, VIEW_SELECTOR)
-                tab.evaluate("() => window.MathJax?.startup?.promise")
             tab.wait_for_load_state("networkidle")
+            images = tab.evaluate(FIGURES_JS)
             visit = PageVisit(
                 remote_requests=remote,
                 remote_references=tab.evaluate(REFERENCES_JS),
@@ -263,10 +285,13 @@ def visit(chromium, book_url, book_config):
                 js_errors=errors,
                 broken_images=tab.evaluate(IMAGES_JS),
                 math=tab.evaluate(MATH_JS),
-                widgets=widgets,
+                widgets=tab.evaluate(WIDGETS_JS),
                 sweeps=[],
                 colab_links=sorted({a for a in tab.eval_on_selector_all(
                     "a[href]", "links => links.map(a => a.href)") if a.startswith(colab_url)}),
+                figures=images["figures"],
+                frames=images["frames"],
+                weight=tab.evaluate(WEIGHT_JS),
             )
             tab.screenshot(path=SCREENSHOTS / f"{page_name(page)}.png", full_page=True)
             visit.sweeps = tab.evaluate(SWEEPS_JS)  # after the screenshot: it moves the sliders

@@ -1,11 +1,25 @@
 """Every page of the built book renders offline in Chromium: no remote request, no JavaScript
-error, images loaded, maths typeset, widgets rendered from their saved state, static sweeps
-that move, and a Colab button that opens this page's notebook. Each test that takes ``page``
-runs once per page of _toc.yml (conftest.py)."""
+error, images loaded, maths typeset, every declared figure shown sharp and readable, no dead
+widget, static sweeps that move, a light page, and a Colab button that opens this page's
+notebook. Each test that takes ``page`` runs once per page of _toc.yml (conftest.py)."""
 
+import json
 from pathlib import Path
 
+from sgdlab.plots import BOOK_STYLE
+
 ROOT = Path(__file__).resolve().parents[1]
+MIN_FIGURE_WIDTH = 600      # px in the PNG: sharp at the page's width
+MIN_LABEL_PX = 10          # a label of the book's font size, as the page shows it
+MAX_PAGE_BYTES = 2_000_000  # uncompressed: the document, its figures, scripts, styles and fonts
+
+
+def declared_figures(page: str) -> int:
+    """How many cells of ``page``'s notebook are tagged 'figure' (0 for a page that is no notebook)."""
+    path = ROOT / f"{page}.ipynb"
+    if not path.is_file():
+        return 0
+    return sum("figure" in c.get("metadata", {}).get("tags", []) for c in json.loads(path.read_text())["cells"])
 
 
 def colab_notebook_url(config: dict, page: str) -> str:
@@ -50,11 +64,41 @@ def test_maths_is_typeset_by_mathjax(visit, page):
     assert math["raw"] == [], "TeX delimiters left in the text"
 
 
-def test_widgets_render_from_their_saved_state(visit, page):
+def test_every_declared_figure_is_shown_in_its_cell_output(visit, page):
+    figures = visit(page).figures
+    assert len(figures) == declared_figures(page), \
+        f"{page}: {declared_figures(page)} cells tagged 'figure' in the notebook, {len(figures)} on the page"
+    empty = [i for i, images in enumerate(figures) if not images]
+    assert not empty, f"{page}: figure cells {empty} (counted on the page) show no image"
+
+
+def test_figures_and_sweep_frames_are_sharp_readable_and_not_blank(visit, page):
+    result = visit(page)
+    images = [(f"figure {i}", image) for i, cell in enumerate(result.figures) for image in cell]
+    images += [(f"sweep frame {i}", frame) for i, frame in enumerate(result.frames)]
+    for where, image in images:
+        assert image["natural"] >= MIN_FIGURE_WIDTH, f"{page}, {where}: {image['natural']} px wide"
+        assert image["colours"] > 1, f"{page}, {where}: blank (one colour)"
+        scale = image["shown"] / image["natural"]  # the PNG is drawn at BOOK_STYLE's dpi
+        label_px = BOOK_STYLE["font.size"] / 72 * BOOK_STYLE["figure.dpi"] * scale
+        assert label_px >= MIN_LABEL_PX, (
+            f"{page}, {where}: shown at {scale:.0%} of its size, so its labels are {label_px:.1f} px: "
+            "draw it narrower")
+
+
+def test_no_dead_controls_and_no_widget_manager(visit, page):
     widgets = visit(page).widgets
-    if widgets["views"]:
-        assert widgets["state"] == 1, "a page with widget views carries their saved state once"
-    assert widgets["rendered"] == widgets["views"]
+    assert widgets == {"views": 0, "controls": 0, "managers": []}, \
+        f"{page}: a widget on a page that cannot run it (its cell should be tagged remove-output), or its manager"
+
+
+def test_page_weighs_under_two_megabytes(visit, page):
+    weight = visit(page).weight
+    total = weight["document"] + sum(r["bytes"] for r in weight["resources"])
+    heaviest = sorted(weight["resources"], key=lambda r: -r["bytes"])[:5]
+    assert total < MAX_PAGE_BYTES, (
+        f"{page}: {total / 1e6:.2f} MB uncompressed (document {weight['document'] / 1e6:.2f} MB); heaviest: "
+        + ", ".join(f"{r['url'].rsplit('/', 1)[-1][:40]} {r['bytes'] / 1e3:.0f} kB" for r in heaviest))
 
 
 def test_static_sweeps_show_one_loaded_frame_per_slider_position(visit, page):
