@@ -19,6 +19,7 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from PIL import Image
 
 from .train import History
@@ -275,11 +276,17 @@ def plot_distance_scale(distances: dict, ax=None):
     means = np.array([v.mean() for v in values])
     spread = np.array([[v.mean() - v.min() for v in values], [v.max() - v.mean() for v in values]])
     ax.barh(range(len(labels)), means, xerr=spread, color=[f"C{i}" for i in range(len(labels))], capsize=3)
-    for i, m in enumerate(means):
-        ax.text(m * 1.05, i, f"{m:.3g}", va="center", fontsize="small")
+    for i, (m, v) in enumerate(zip(means, values)):
+        ax.text(v.max() * 1.05, i, f"{m:.3g}", va="center", fontsize="small")  # right of the error bar
     ax.set_yticks(range(len(labels)), labels, fontsize="small")
     ax.invert_yaxis()
     ax.set_xscale("log")
+    # ticks at 1, 2 and 5 of each decade, labelled plainly; the minor ticks unlabelled (over
+    # less than a decade matplotlib labels them too, and they overlap)
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlim(min(v.min() for v in values) / 2, max(v.max() for v in values) * 1.6)  # room for the values
     ax.set_xlabel("Euclidean distance (parameter units, log scale)")
     return ax
 
