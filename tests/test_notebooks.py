@@ -54,6 +54,7 @@ def run_setup_cell_on_colab(monkeypatch, pip_exit_codes):
     Returns the IPython result, what it printed, and the requirements pip was asked for."""
     from IPython.core.interactiveshell import InteractiveShell
     from IPython.utils.capture import capture_output
+    from traitlets.config import Config
 
     asked, codes = [], iter(pip_exit_codes)
 
@@ -65,7 +66,9 @@ def run_setup_cell_on_colab(monkeypatch, pip_exit_codes):
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     monkeypatch.setattr(subprocess, "run", pip)
     monkeypatch.setenv("SGDLAB_PRESET", "quick")
-    shell = InteractiveShell.instance()
+    config = Config()
+    config.HistoryManager.enabled = False  # no history database in the home directory
+    shell = InteractiveShell.instance(config=config)
     with capture_output() as captured:
         result = shell.run_cell(first_code_cell(NOTEBOOKS[0]))
     return result, captured.stdout + captured.stderr, asked
