@@ -1,11 +1,16 @@
 # The two commands of the README. Each one creates .venv and installs what it needs first.
 #   make book   build the whole book (every notebook executed, preset quick, CPU) into _build/html
-#   make test   run the unit tests and every notebook (nbval), preset quick, CPU; --dist loadfile
+#   make test   run the unit tests, the docstrings' examples (doctests) and every notebook (nbval),
+#               preset quick, CPU; --dist loadfile
 #               keeps all cells of a notebook on one worker, in order; then build the book and
 #               open every page in headless Chromium, offline (browser/, needs /usr/bin/chromium)
 # Extra: make student (the book without solutions, into _build/student/_build/html),
 #        make bench (installs the peer libraries of bench/requirements.txt, runs every
-#        bench/*.py -> bench/results/*.json), make clean.
+#        bench/*.py -> bench/results/*.json), make dist (the package's wheel and sdist into
+#        dist/, checked as the release workflow checks them), make clean.
+# TORCH=cpu (make book TORCH=cpu, make test TORCH=cpu): a new .venv gets torch and torchvision,
+#        at the versions requirements.txt pins, from PyTorch's CPU-only wheel index, without the
+#        CUDA libraries (about 3 GB). Unset, they come from PyPI as pinned (what CI installs).
 
 PYTHON ?= python3
 VENV := .venv
@@ -22,14 +27,21 @@ export PYTHONHASHSEED := 0
 # (_config.yml: html_static_path, mathjax_path, mathjax3_config)
 NODE_STAMP := web/node_modules/.installed
 WEB_STATIC := _build/web
+TORCH ?=
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+TORCH_PINS := $(shell sed -n -E 's/^(torch(vision)?==[^ #]+).*/\1/p' requirements.txt)
+ifneq ($(filter-out cpu,$(TORCH)),)
+$(error TORCH=$(TORCH) is not known: use TORCH=cpu, or leave it unset for PyPI's torch)
+endif
 # one thread per process: tiny models run faster so, and make test runs two workers on two cores
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: book student test bench clean web-static
+.PHONY: book student test bench dist clean web-static
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(if $(TORCH),$(BIN)/python -m pip install --quiet --index-url $(TORCH_CPU_INDEX) $(TORCH_PINS))
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	$(BIN)/python -m ipykernel install --prefix $(VENV) --name python3 > /dev/null
@@ -55,7 +67,7 @@ student: $(STAMP) web-static
 	$(BIN)/jupyter-book build . --config _build/student/_config.yml --path-output _build/student -W -n --keep-going
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile tests --nbval-lax book
+	$(BIN)/python -m pytest -n 2 --dist loadfile tests --nbval-lax book --doctest-modules sgdlab
 	$(MAKE) book
 	$(BIN)/python -m pytest browser
 
@@ -63,5 +75,17 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
 	set -e; for script in bench/*.py; do $(BIN)/python $$script; done
 
+# build and twine (requirements-dev.txt) only: no torch needed to package sgdlab
+$(VENV)/.dist-tools: requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+dist: $(VENV)/.dist-tools
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/python -m twine check --strict dist/*
+	$(BIN)/python tools/check_dist.py dist
+
 clean:
-	rm -rf _build $(VENV) web/node_modules
+	rm -rf _build $(VENV) web/node_modules dist

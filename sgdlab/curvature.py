@@ -570,7 +570,7 @@ class GaussNewtonParts:
 
     @property
     def max_error(self) -> float:
-        """max |C + g g^T + second-order - H| / max |H|: how well eq. 2 holds numerically."""
+        """``max |C + g g^T + second-order - H| / max |H|``: how well eq. 2 holds numerically."""
         residual = self.covariance + self.outer + self.second_order - self.hessian
         return float(residual.abs().max() / self.hessian.abs().max())
 

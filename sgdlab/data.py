@@ -88,7 +88,7 @@ class Augmentation:
 class Dataset:
     """A classification data set held as tensors on one device.
 
-    ``x_*`` are float32 of shape (N, *input_shape); ``y_*`` are int64 class indices.
+    ``x_*`` are float32 of shape ``(N, *input_shape)``; ``y_*`` are int64 class indices.
     ``augmentation``, when set, is applied to training mini-batches only.
     """
 

@@ -74,12 +74,24 @@ def _excess(curves: np.ndarray) -> np.ndarray:
 
 
 def barrier_height(curve) -> float:
-    """Largest interior loss minus the larger end loss; 0 when no interior point is above both ends."""
+    """Largest interior loss minus the larger end loss; 0 when no interior point is above both ends.
+
+    >>> barrier_height([1.0, 1.5, 2.5, 0.5])   # the interior peak 2.5 is 1.5 above the larger end
+    1.5
+    >>> barrier_height([2.0, 1.0, 0.5])        # downhill all the way: no barrier
+    0.0
+    """
     return float(max(0.0, _excess(_check_curves(curve))))
 
 
 def crosses_barrier(curve, tol: float = 0.0) -> bool:
-    """True when some interior point of the segment is above both ends by more than ``tol``."""
+    """True when some interior point of the segment is above both ends by more than ``tol``.
+
+    >>> crosses_barrier([1.0, 1.05, 0.5])
+    True
+    >>> crosses_barrier([1.0, 1.05, 0.5], tol=0.1)
+    False
+    """
     return bool(_excess(_check_curves(curve)) > tol)
 
 

@@ -85,7 +85,11 @@ def num_parameters(params: Params) -> int:
 
 
 def distance(a: Params, b: Params) -> float:
-    """Euclidean distance ``||a - b||`` over the floating-point entries (same keys needed)."""
+    """Euclidean distance ``||a - b||`` over the floating-point entries (same keys needed).
+
+    >>> distance({"w": torch.tensor([0.0, 0.0])}, {"w": torch.tensor([3.0, 4.0])})
+    5.0
+    """
     check_same_keys(a, b, names=("a", "b"))
     squared = sum(float(((a[k].double() - b[k].double()) ** 2).sum()) for k in a if a[k].is_floating_point())
     return squared ** 0.5
@@ -101,6 +105,11 @@ def lerp(a: Params, b: Params, alpha: float) -> Params:
 
     Integer entries (BatchNorm's ``num_batches_tracked``) are not interpolated: they are
     taken from ``a``. ``alpha`` outside [0, 1] extrapolates.
+
+    >>> a = {"w": torch.tensor([0.0, 2.0]), "num_batches_tracked": torch.tensor(3)}
+    >>> b = {"w": torch.tensor([1.0, 4.0]), "num_batches_tracked": torch.tensor(7)}
+    >>> lerp(a, b, 0.25)
+    {'w': tensor([0.2500, 2.5000]), 'num_batches_tracked': tensor(3)}
     """
     check_same_keys(a, b, names=("a", "b"))
     return {k: torch.lerp(a[k], b[k], alpha) if a[k].is_floating_point() else a[k] for k in a}

@@ -152,7 +152,7 @@ class _SpecBuilder:
 
 
 def permutation_spec(model: nn.Module) -> PermutationSpec:
-    """The permutation symmetries of a network built by :func:`sgdlab.make_model`.
+    """The permutation symmetries of a network built by :func:`~sgdlab.models.make_model`.
 
     Works for every architecture there (``mlp``, ``mlp-paper``, ``cnn``, ``vgg11``, with or
     without BatchNorm, and the ResNets), and for any ``nn.Sequential`` of Linear, Conv1d/2d,

@@ -385,7 +385,7 @@ def plot_gradient_variance(batch_sizes, variances: dict, ax=None, *, references:
 def plot_lr_sweep(histories: dict, ax=None):
     """Full training-set loss after every epoch for runs at different learning rates, one line per label.
 
-    ``histories`` maps a label (e.g. "lr 0.1") to a :class:`History`. A diverged run is never
+    ``histories`` maps a label (e.g. "lr 0.1") to a :class:`~sgdlab.train.History`. A diverged run is never
     drawn as NaN: its line ends at its last evaluation (or starts nowhere) and an ``x``
     marks the divergence point, at the step where it stopped and the last finite mini-batch
     loss, labelled with that step.

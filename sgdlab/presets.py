@@ -3,13 +3,13 @@
 A *preset* says how big an experiment is: which data set and model stand for "a small
 network" and "a convolutional network", and how long to train. The book runs on three:
 
-========  ===========================  ================================  ==================
-preset    where                        data and models                   budget
-========  ===========================  ================================  ==================
-quick     any CPU (book build, CI)     digits, mnist1d; small MLP / CNN  <= 90 s a notebook
-gpu       Colab T4 and up              MNIST, CIFAR-10; paper MLP, VGG   <= 10 min a notebook
-paper     a GPU, from the command line as in the papers                  hours, resumable
-========  ===========================  ================================  ==================
+========  ============================  ================================  ====================
+preset    where                         data and models                   budget
+========  ============================  ================================  ====================
+quick     any CPU (book build, CI)      digits, mnist1d; small MLP / CNN  <= 90 s a notebook
+gpu       Colab T4 and up               MNIST, CIFAR-10; paper MLP, VGG   <= 10 min a notebook
+paper     a GPU, from the command line  as in the papers                  hours, resumable
+========  ============================  ================================  ====================
 
 The environment variable ``SGDLAB_PRESET`` picks one (default ``quick``);
 ``SGDLAB_DEVICE`` overrides the device, which is otherwise CUDA when present, else the CPU.
@@ -124,7 +124,15 @@ PRESETS = {
 
 
 def get_preset(name: str | None = None) -> Preset:
-    """The preset called ``name``, or the one ``SGDLAB_PRESET`` names (default ``quick``)."""
+    """The preset called ``name``, or the one ``SGDLAB_PRESET`` names (default ``quick``).
+
+    >>> get_preset("quick").name
+    'quick'
+    >>> get_preset("fast")
+    Traceback (most recent call last):
+    ...
+    ValueError: preset 'fast' is not known; choose one of: quick, gpu, paper (set it with the environment variable SGDLAB_PRESET)
+    """
     if name is None:
         name = os.environ.get(PRESET_VARIABLE, "quick")
     if name not in PRESETS:

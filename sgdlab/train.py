@@ -67,7 +67,7 @@ class Step:
     ``x``, ``y`` are the mini-batch (after augmentation); ``loss`` is its mean cross-entropy
     before the update and ``lr`` the rate used for it. ``params_before`` is a copy of the
     parameters (and buffers) before the update, filled only when some callback sets
-    ``wants_params_before``; :attr:`params_after` and :attr:`grads` are the model's live
+    ``wants_params_before``; ``params_after`` and ``grads`` are the model's live
     tensors, valid until the next step (clone them to keep them).
     """
 

@@ -7,14 +7,20 @@ notebooks and their pages show is checked after the build (browser/).
 
 import json
 import re
+import subprocess
+import sys
+import types
 from pathlib import Path
 
 import pytest
-import yaml
+
+import sgdlab
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from setup_cell import project, setup_cell  # noqa: E402
+
 NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
-CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 DRAWS = re.compile(r"plt\.|plot_\w+\(|\.plot\(|imshow|subplots|\.hist\(|\.loglog\(|\.contour|\.scatter\(")
 MAX_LINE = 80  # characters: a code line wider than the page's text column scrolls sideways
 
@@ -34,10 +40,59 @@ def test_there_are_notebooks():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_starts_with_the_shared_colab_setup(path):
     setup = first_code_cell(path)
-    assert setup == first_code_cell(NOTEBOOKS[0])
-    assert f"git+{CONFIG['repository']['url']}" in setup
+    assert setup == setup_cell(project()), f"{path.name}: run `python tools/setup_cell.py` to write the set-up cell"
     assert 'os.environ.setdefault("SGDLAB_PRESET", "gpu")' in setup and "sgdlab.setup_chapter()" in setup
     assert cells(path)[0]["cell_type"] == "markdown" and "".join(cells(path)[0]["source"]).startswith("# ")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_setup_cell_installs_this_version_of_the_package(path):
+    setup = first_code_cell(path)
+    assert re.findall(r'"sgdlab==([^"]+)"', setup) == [sgdlab.__version__]
+    assert re.findall(r'"git\+(\S+)@v([^"]+)"', setup) == [(project()["repository"], sgdlab.__version__)]
+
+
+def run_setup_cell_on_colab(monkeypatch, pip_exit_codes):
+    """Run the set-up cell in IPython as on Colab, with pip answering ``pip_exit_codes`` in turn.
+
+    Returns the IPython result, what it printed, and the requirements pip was asked for."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+    from traitlets.config import Config
+
+    asked, codes = [], iter(pip_exit_codes)
+
+    def pip(args, **kwargs):
+        assert args[:4] == [sys.executable, "-m", "pip", "install"]
+        asked.append(args[-1])
+        return types.SimpleNamespace(returncode=next(codes))
+
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    monkeypatch.setattr(subprocess, "run", pip)
+    monkeypatch.setenv("SGDLAB_PRESET", "quick")
+    config = Config()
+    config.HistoryManager.enabled = False  # no history database in the home directory
+    shell = InteractiveShell.instance(config=config)
+    with capture_output() as captured:
+        result = shell.run_cell(first_code_cell(NOTEBOOKS[0]))
+    return result, captured.stdout + captured.stderr, asked
+
+
+@pytest.mark.filterwarnings("ignore:To exit")
+@pytest.mark.parametrize("pip_exit_codes, installs", [((0,), 1), ((1, 0), 2)], ids=["pypi", "source-fallback"])
+def test_setup_cell_installs_the_release_or_falls_back_to_its_source(monkeypatch, pip_exit_codes, installs):
+    result, printed, asked = run_setup_cell_on_colab(monkeypatch, pip_exit_codes)
+    assert result.success, printed
+    assert asked == [f"sgdlab=={sgdlab.__version__}", f"git+{project()['repository']}@v{sgdlab.__version__}"][:installs]
+    assert "sgdlab preset 'quick'" in printed
+
+
+@pytest.mark.filterwarnings("ignore:To exit")
+def test_setup_cell_that_cannot_install_says_what_to_do_without_a_traceback(monkeypatch):
+    result, printed, asked = run_setup_cell_on_colab(monkeypatch, (1, 1))
+    assert len(asked) == 2 and not result.success  # Jupyter stops "run all" here
+    assert f"Could not install sgdlab=={sgdlab.__version__}" in printed and "run this cell again" in printed
+    assert "Traceback" not in printed and "File " not in printed
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
