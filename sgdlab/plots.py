@@ -24,7 +24,9 @@ from PIL import Image
 
 from .train import History
 
-MAX_FIGURE_WIDTH = 10.0  # inches; wider figures are shrunk until their labels are unreadable
+#: Inches: a wider figure is shrunk on the page until its labels are too small to read.
+MAX_FIGURE_WIDTH = 10.0
+#: The Matplotlib settings of every figure in the book (:func:`use_book_style`).
 BOOK_STYLE = {
     "figure.dpi": 150,            # the inline backend draws at the figure's dpi
     "savefig.dpi": 150,
@@ -35,7 +37,8 @@ BOOK_STYLE = {
 }
 
 
-PNG_COLOURS = 256  # a palette PNG: a third of the bytes of a full-colour one, and plots look the same
+#: Colours of a figure's palette PNG: a third of the bytes of a full-colour one; plots look the same.
+PNG_COLOURS = 256
 
 
 def figure_png(fig: Figure, dpi: float | None = None) -> bytes:
