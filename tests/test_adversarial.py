@@ -23,7 +23,7 @@ import sgdlab
 import standin
 from sgdlab.cli import main
 from sgdlab.files import append_text, write_atomic
-from sgdlab.runs import LOCK_FILE, EXPERIMENTS, RunError, params_sha256, parse_setting
+from sgdlab.runs import LOCK_FILE, RunError, params_sha256, parse_setting
 from sgdlab.trajectory import DamagedSnapshots, SNAPSHOT_FILE, SnapshotRecorder, Trajectory
 
 ROOT = Path(__file__).resolve().parents[1]
