@@ -10,7 +10,7 @@ resumes from the last checkpoint and ends exactly as an uninterrupted run; a fin
 not recomputed; a directory holding other settings is refused unless ``--fresh``. The run
 directory is described in :mod:`sgdlab.runs`. A run that is refused, diverges or fails
 exits with status 1 and a message saying why (never a traceback); a malformed command line
-exits with status 2.
+exits with status 2; an interrupted one (Ctrl-C) with status 130, its status saying so.
 
 On Colab, point ``--out`` at Google Drive (after ``from google.colab import drive;
 drive.mount("/content/drive")``): ``--out /content/drive/MyDrive/sgdlab-runs/walk-vgg11``,
@@ -54,6 +54,8 @@ def _print_summary(result: dict) -> None:
     for key, value in (result["summary"] or {}).items():
         print(f"  {key}: {json.dumps(value)}")
     print(f"  params_sha256: {result['params_sha256']}")
+    for problem in result["problems"]:
+        print(f"  not trusted: {problem} (run the same command to restore it)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,3 +80,6 @@ def main(argv: list[str] | None = None) -> int:
     except (RunError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted: the run directory says so; run the same command to resume", file=sys.stderr)
+        return 130

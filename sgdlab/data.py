@@ -42,7 +42,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .presets import default_device
+from .presets import check_device, default_device
 
 DATASETS = ("digits", "mnist1d", "moons", "spirals", "mnist", "fashion-mnist", "cifar10", "cifar100")
 TORCHVISION_DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100")
@@ -182,7 +182,7 @@ def load_dataset(
     """
     if name not in DATASETS:
         raise ValueError(f"dataset {name!r} is not known; choose one of: {', '.join(DATASETS)}")
-    device = torch.device(device) if device is not None else default_device()
+    device = check_device(device) if device is not None else default_device()
     if name in TORCHVISION_DATASETS:
         dataset = _load_torchvision(name, data_root(root), download)
     else:
@@ -263,10 +263,13 @@ _GENERATORS = {"digits": _digits, "mnist1d": _mnist1d, "moons": _moons, "spirals
 def _load_torchvision(name: str, root: Path, download: bool) -> Dataset:
     import torchvision.datasets as tvd
 
+    if root.exists() and not root.is_dir():
+        raise FileNotFoundError(f"the data folder {root} (root=, or the SGDLAB_DATA variable) is a file, not a folder; "
+                                "point it at a folder")
     cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}[name]
     try:
         train, test = cls(str(root), train=True, download=download), cls(str(root), train=False, download=download)
-    except RuntimeError as error:
+    except (RuntimeError, OSError) as error:  # OSError: an unwritable root, a full disk, no network
         if download:
             raise FileNotFoundError(f"dataset {name!r} could not be downloaded to {root}: {error}") from None
         raise FileNotFoundError(

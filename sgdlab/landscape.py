@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from .files import write_atomic
 from .params import BN_MODES, Params, check_evaluation, check_fits_model, clone_params, model_params
 from .train import Callback
 
@@ -327,8 +328,7 @@ class WalkResult:
         arrays = {"alphas": self.alphas, "epochs": np.asarray(self.epochs), "config": np.asarray(json.dumps(self.config))}
         for epoch, steps, curves, batch in zip(self.epochs, self.steps, self.curves, self.batch_loss):
             arrays.update({f"steps_{epoch}": steps, f"curves_{epoch}": curves, f"batch_loss_{epoch}": batch})
-        with open(path, "wb") as handle:
-            np.savez(handle, **arrays)
+        write_atomic(path, lambda handle: np.savez(handle, **arrays))
 
     @classmethod
     def load(cls, path: str | Path) -> "WalkResult":
@@ -446,6 +446,13 @@ class WalkRecorder(Callback):
         )
 
 
+def check_eval_examples(eval_examples, dataset) -> None:
+    """``eval_examples`` of :func:`record_walk`: ``None`` or an int in ``1..dataset.n_train``."""
+    if eval_examples is not None and (isinstance(eval_examples, bool) or not isinstance(eval_examples, int)
+                                      or not 0 < eval_examples <= dataset.n_train):
+        raise ValueError(f"eval_examples must be in 1..{dataset.n_train} or None, got {eval_examples!r}")
+
+
 def record_walk(model: nn.Module, dataset, *, epochs: Sequence[int], lr: float, batch_size, steps: int | None = None,
                 eval_examples: int | None = None, train_epochs: int | None = None, bn: str = "eval",
                 save_to: str | Path | None = None, **train_options):
@@ -459,8 +466,7 @@ def record_walk(model: nn.Module, dataset, *, epochs: Sequence[int], lr: float, 
     """
     from .train import train
 
-    if eval_examples is not None and not 0 < eval_examples <= dataset.n_train:
-        raise ValueError(f"eval_examples must be in 1..{dataset.n_train} or None, got {eval_examples!r}")
+    check_eval_examples(eval_examples, dataset)
     keep = slice(0, eval_examples)
     recorder = WalkRecorder(epochs, steps=steps, x=dataset.x_train[keep], y=dataset.y_train[keep], bn=bn, save_to=save_to)
     history = train(model, dataset, lr=lr, batch_size=batch_size, epochs=max(max(recorder.epochs), train_epochs or 0),

@@ -42,6 +42,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from .checks import check_seed
+
 # name -> (shape of one example, number of classes)
 DATASET_SHAPES = {
     "digits": ((1, 8, 8), 10),
@@ -212,8 +214,7 @@ def make_model(arch, dataset, *, seed=0, **options):
     chosen = {**OPTIONS[arch], **options}
     if seed is None:
         return _build(arch, name, shape, num_classes, chosen)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed={seed!r} must be an int or None")
+    check_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return _build(arch, name, shape, num_classes, chosen)

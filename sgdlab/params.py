@@ -58,11 +58,12 @@ def check_same_keys(a: Params, b: Params, *, names: tuple[str, str] = ("params_a
             )
 
 
-def check_fits_model(model: torch.nn.Module, params: Params, *, name: str = "params") -> None:
-    """Raise ``ValueError`` unless ``params`` has exactly the model's state-dict keys and shapes."""
+def check_fits_model(model: torch.nn.Module, params: Params, *, name: str = "params", partial: bool = False) -> None:
+    """Raise ``ValueError`` unless ``params`` has exactly the model's state-dict keys and shapes
+    (with ``partial``, some of them: ``functional_call`` takes the others from the model)."""
     expected = {key: value.shape for key, value in model.state_dict().items()}
-    if params.keys() != expected.keys():
-        missing = sorted(set(expected) - set(params))[:5]
+    if not (params.keys() <= expected.keys() if partial else params.keys() == expected.keys()):
+        missing = [] if partial else sorted(set(expected) - set(params))[:5]
         extra = sorted(set(params) - set(expected))[:5]
         raise ValueError(f"{name} does not fit the model: missing keys {missing}, unexpected keys {extra}")
     for key, shape in expected.items():
@@ -112,6 +113,10 @@ def lerp(a: Params, b: Params, alpha: float) -> Params:
     {'w': tensor([0.2500, 2.5000]), 'num_batches_tracked': tensor(3)}
     """
     check_same_keys(a, b, names=("a", "b"))
+    for k in a:
+        if a[k].is_floating_point() and (a[k].dtype, a[k].device) != (b[k].dtype, b[k].device):
+            raise ValueError(f"a[{k!r}] is {a[k].dtype} on {a[k].device} but b[{k!r}] is {b[k].dtype} on {b[k].device}; "
+                             "convert one with .to() so that both ends have the same dtype and device")
     return {k: torch.lerp(a[k], b[k], alpha) if a[k].is_floating_point() else a[k] for k in a}
 
 
@@ -142,6 +147,7 @@ def loss_and_accuracy(
     nor ``params`` is changed.
     """
     check_evaluation(x, y, chunk_size, bn)
+    check_fits_model(model, params, partial=True)
     if bn == "batch":
         # Train-mode BatchNorm writes its running statistics in place: give it copies.
         buffer_names = {name for name, _ in model.named_buffers()}

@@ -329,6 +329,11 @@ def weight_matching(spec: PermutationSpec, params_a: Params, params_b: Params, *
     check_params(spec, params_a, name="params_a")
     check_params(spec, params_b, name="params_b")
     check_same_keys(params_a, params_b)
+    for name, params in (("params_a", params_a), ("params_b", params_b)):
+        for key in spec.axes:
+            if not torch.isfinite(params[key]).all():
+                raise ValueError(f"{name}[{key!r}] holds NaN or infinite values; weight matching needs finite weights "
+                                 "(a diverged run has none to match)")
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"max_iter={max_iter!r} must be a positive int")
     if isinstance(seed, bool) or not isinstance(seed, int):

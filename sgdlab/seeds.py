@@ -41,7 +41,8 @@ from torch.func import functional_call, vmap
 from .data import Dataset, steps_per_epoch
 from .models import make_model
 from .params import Params
-from .train import History, check_batch_size, check_lr
+from .checks import check_seed
+from .train import History, check_batch_size, check_dataset, check_lr, check_weight_decay
 
 # examples per evaluation chunk summed over the seeds (4096 // len(seeds) each), as
 # sgdlab.params.loss_and_accuracy's 4096 for one model: the activations of all seeds on one
@@ -79,21 +80,19 @@ class SeedsResult:
 
 def _check(dataset, seeds, lr, batch_size, epochs, weight_decay, diverge_factor) -> tuple[list, int]:
     """Validate the arguments of :func:`train_seeds`; return the seeds as a list and the batch size as an int."""
-    if not isinstance(dataset, Dataset):
-        raise ValueError(f"dataset must be an sgdlab Dataset (from load_dataset), got {type(dataset).__name__}")
+    check_dataset(dataset)
     if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or len(seeds) == 0:
         raise ValueError(f"seeds must be a non-empty sequence of ints, e.g. range(10), got seeds={seeds!r}")
     seeds = list(seeds)
-    if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise ValueError(f"seeds must be ints, got seeds={seeds!r}")
+    for i, seed in enumerate(seeds):
+        check_seed(seed, f"seeds[{i}]")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct (a repeated seed is the same run twice), got seeds={seeds!r}")
     check_lr(lr)
     batch_size = check_batch_size(batch_size, dataset)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
         raise ValueError(f"epochs must be a positive int, got epochs={epochs!r}")
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or not 0 <= weight_decay < math.inf:
-        raise ValueError(f"weight_decay must be a finite number >= 0, got weight_decay={weight_decay!r}")
+    check_weight_decay(weight_decay)
     if diverge_factor is not None and not (isinstance(diverge_factor, (int, float)) and diverge_factor > 1):
         raise ValueError(f"diverge_factor must be a number above 1 or None, got diverge_factor={diverge_factor!r}")
     return seeds, batch_size

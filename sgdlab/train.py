@@ -46,7 +46,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .checks import check_seed
 from .data import Dataset, epoch_batches, steps_per_epoch
+from .files import load_tensors, write_atomic, write_text_atomic
 from .params import Params, clone_params, loss_and_accuracy, model_params
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
@@ -150,8 +152,8 @@ class History:
         return self.diverged_at is not None
 
     def save(self, path: str | Path) -> None:
-        """Write the history as JSON."""
-        Path(path).write_text(json.dumps(dataclasses.asdict(self)))
+        """Write the history as JSON (atomically, see :mod:`sgdlab.files`)."""
+        write_text_atomic(path, json.dumps(dataclasses.asdict(self)))
 
     @classmethod
     def load(cls, path: str | Path) -> "History":
@@ -216,6 +218,12 @@ def check_lr(lr) -> None:
         raise ValueError(f"lr must be a positive finite number, got lr={lr!r}")
 
 
+def check_weight_decay(weight_decay) -> None:
+    """Weight decay (the L2 coefficient) must be a finite number >= 0."""
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or not 0 <= weight_decay < math.inf:
+        raise ValueError(f"weight_decay must be a finite number >= 0, got weight_decay={weight_decay!r}")
+
+
 def check_batch_size(batch_size, dataset: Dataset) -> int:
     """The mini-batch size as an int: ``"full"`` is the whole training set."""
     if batch_size == "full":
@@ -227,11 +235,28 @@ def check_batch_size(batch_size, dataset: Dataset) -> int:
     return batch_size
 
 
-def _check_arguments(model, dataset, lr, batch_size, epochs, steps, diverge_factor) -> int:
-    """Validate the arguments of :func:`train`; return the batch size as an int."""
+def check_dataset(dataset) -> None:
+    """A data set to train on: an sgdlab Dataset with examples, and labels that are class indices."""
     if not isinstance(dataset, Dataset):
         raise ValueError(f"dataset must be an sgdlab Dataset (from load_dataset), got {type(dataset).__name__}")
+    if dataset.n_train == 0:
+        raise ValueError(f"dataset {dataset.name!r} has no training examples")
+    for label in ("y_train", "y_test"):
+        y = getattr(dataset, label)
+        if y.dtype != torch.int64:
+            raise ValueError(f"dataset.{label} must hold class indices as int64, got dtype {y.dtype}")
+        if len(y) and not 0 <= int(y.min()) <= int(y.max()) < dataset.num_classes:
+            raise ValueError(f"dataset.{label} holds labels {int(y.min())}..{int(y.max())}; "
+                             f"the {dataset.num_classes} classes are 0..{dataset.num_classes - 1}")
+
+
+def check_train_arguments(model, dataset, *, lr, batch_size, epochs=None, steps=None, weight_decay=0.0, seed=0,
+                          diverge_factor=100.0) -> int:
+    """Validate the arguments of :func:`train` (the model must fit the data); return the batch size as an int."""
+    check_dataset(dataset)
     check_lr(lr)
+    check_weight_decay(weight_decay)
+    check_seed(seed)
     batch_size = check_batch_size(batch_size, dataset)
     if (epochs is None) == (steps is None):
         raise ValueError(f"give exactly one of epochs and steps, got epochs={epochs!r}, steps={steps!r}")
@@ -301,7 +326,8 @@ def train(
     if on_divergence not in ON_DIVERGENCE:
         raise ValueError(f"on_divergence must be one of {', '.join(map(repr, ON_DIVERGENCE))}, "
                          f"got on_divergence={on_divergence!r}")
-    batch_size = _check_arguments(model, dataset, lr, batch_size, epochs, steps, diverge_factor)
+    batch_size = check_train_arguments(model, dataset, lr=lr, batch_size=batch_size, epochs=epochs, steps=steps,
+                                       weight_decay=weight_decay, seed=seed, diverge_factor=diverge_factor)
     if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
                                          or checkpoint_every < 1):
         raise ValueError(f"checkpoint_every must be a positive number of steps or None, got checkpoint_every={checkpoint_every!r}")
@@ -409,14 +435,9 @@ def train(
 
 def save_atomic(obj, path) -> None:
     """``torch.save(obj, path)`` that a kill at any instant cannot tear: written to a temporary
-    file, flushed to disk, then renamed over ``path`` (the old file or the new one, never half)."""
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(partial, path)
+    file, flushed to disk, then renamed over ``path`` (the old file or the new one, never half;
+    see :func:`sgdlab.files.write_atomic`)."""
+    write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def _save_checkpoint(path, state: dict, history: History, step_index: int, callbacks, order=None) -> None:
@@ -446,11 +467,7 @@ def _resume(path, state: dict, history: History, callbacks):
     Returns ``(history, step_index, epoch_order)``. A file that is not a readable checkpoint
     (truncated, corrupt, foreign, or a pickle that would run code: ``weights_only=True``
     refuses it) raises ``ValueError`` naming the file and the reason."""
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # any unreadable file: say which and why, never a raw traceback
-        raise ValueError(f"checkpoint {str(path)!r} cannot be read ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0] if str(error) else 'no details'}); delete it to start over") from None
+    saved = load_tensors(path, "checkpoint")
     expected = {"step_index", "model", "optimizer", "scheduler", "generator", "history", "callbacks"}
     if not isinstance(saved, dict) or not expected <= set(saved):
         raise ValueError(f"checkpoint {str(path)!r} is not an sgdlab training checkpoint "
@@ -465,7 +482,11 @@ def _resume(path, state: dict, history: History, callbacks):
         )
     if len(saved["callbacks"]) != len(callbacks):
         raise ValueError(f"checkpoint {str(path)!r} was written with {len(saved['callbacks'])} callbacks, this run has {len(callbacks)}")
-    state["model"].load_state_dict(saved["model"])
+    try:
+        state["model"].load_state_dict(saved["model"])
+    except RuntimeError as error:  # same class name, other layers or widths
+        raise ValueError(f"checkpoint {str(path)!r} holds another architecture than this {history.config['model']} "
+                         f"({str(error).splitlines()[-1].strip()}); delete it or choose another checkpoint path") from None
     state["optimizer"].load_state_dict(saved["optimizer"])
     if state["scheduler"] is not None:
         state["scheduler"].load_state_dict(saved["scheduler"])

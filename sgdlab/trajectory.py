@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .files import open_existing, write_text_atomic
 from .train import Callback
 
 
@@ -142,6 +143,28 @@ def _record_dtype(size: int) -> np.dtype:
     return np.dtype([("step", "<i8"), ("weights", "<f4", (size,)), ("crc", "<u4")])
 
 
+class DamagedSnapshots(ValueError):
+    """A snapshot folder whose records are missing or fail their checksum; the message names the file and record."""
+
+
+def _read_meta(path: Path) -> dict:
+    """``meta.json`` of a snapshot folder, checked: this format, names and shapes that agree."""
+    try:
+        meta = json.loads(open_existing(path).read().decode())
+        ok = (isinstance(meta, dict) and meta.get("format") == FORMAT_VERSION
+              and isinstance(meta.get("every"), int) and not isinstance(meta["every"], bool) and meta["every"] >= 1
+              and isinstance(meta.get("names"), list) and all(isinstance(n, str) for n in meta["names"])
+              and isinstance(meta.get("shapes"), list) and len(meta["shapes"]) == len(meta["names"])
+              and all(isinstance(s, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in s)
+                      for s in meta["shapes"]))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{path} is not a snapshot description of format {FORMAT_VERSION} (expected format, every, "
+                         "and names with one shape each); the snapshots were written by something else or are damaged")
+    return meta
+
+
 def _layer_of(name: str) -> str:
     """``fc1.weight`` -> ``fc1``; ``stage1.0.conv1.weight`` -> ``stage1.0.conv1``."""
     return name.rsplit(".", 1)[0] if "." in name else name
@@ -178,14 +201,15 @@ class SnapshotRecorder(Callback):
         self.path.mkdir(parents=True, exist_ok=True)
         meta_path, data_path = self.path / META_FILE, self.path / SNAPSHOT_FILE
         if meta_path.exists() and data_path.exists() and not self.overwrite:
-            if json.loads(meta_path.read_text()) != meta:
+            if _read_meta(meta_path) != meta:
                 raise ValueError(f"{self.path} holds snapshots of another model or spacing; "
                                  "choose another path or pass overwrite=True")
             self._found = Trajectory(self.path).count
         else:
-            meta_path.write_text(json.dumps(meta))
-            data_path.write_bytes(b"")
-        self._file = open(data_path, "r+b")
+            write_text_atomic(meta_path, json.dumps(meta))
+            write_text_atomic(data_path, "")
+        self._on_disk = self._found
+        self._file = open_existing(data_path, "r+b")
         self._model = model
         self._count = self._found
         if not self._found:
@@ -213,8 +237,18 @@ class SnapshotRecorder(Callback):
         return {"count": self._count}
 
     def load_state_dict(self, state: dict) -> None:
-        self._found = 0  # resuming from a checkpoint: the folder is this run's
-        self._count = int(state["count"])
+        """Resume from a checkpoint: the folder is this run's, and must hold the checkpoint's snapshots intact.
+
+        Raises :class:`DamagedSnapshots` when some are missing (deleted, truncated) or fail their checksum:
+        they cannot be recorded again from this checkpoint."""
+        self._found = 0
+        count = int(state["count"])
+        if count > self._on_disk:
+            raise DamagedSnapshots(f"{self.path / SNAPSHOT_FILE} holds {self._on_disk} intact snapshots but the checkpoint "
+                                   f"was written after {count}: snapshots were lost; record them again from the start "
+                                   "of training (delete the checkpoint)")
+        Trajectory(self.path).check(count)
+        self._count = count
         self._file.truncate(self._count * self._dtype.itemsize)
 
     def on_train_end(self, history):
@@ -228,8 +262,10 @@ class Trajectory:
     """The snapshots in a folder written by :class:`SnapshotRecorder`, read lazily from disk.
 
     ``steps`` holds the updates done at each snapshot; ``trajectory[i]`` is snapshot ``i``
-    as a dict name -> tensor (trainable parameters, float32). Opening checks the last
-    record: a torn or corrupt one (a writer killed mid-record) is dropped with a warning.
+    as a dict name -> tensor (trainable parameters, float32). Opening checks ``meta.json``,
+    the steps and the last record: a torn or corrupt last record (a writer killed mid-record)
+    is dropped with a warning. Every record read afterwards is checked against its CRC-32;
+    one that fails raises :class:`DamagedSnapshots` naming the file, the record and its step.
     """
 
     def __init__(self, path: str | os.PathLike, *, block_bytes: int = 2 ** 24):
@@ -237,7 +273,7 @@ class Trajectory:
         meta_path, data_path = self.path / META_FILE, self.path / SNAPSHOT_FILE
         if not meta_path.exists() or not data_path.exists():
             raise FileNotFoundError(f"{self.path} holds no snapshots ({META_FILE} and {SNAPSHOT_FILE} expected)")
-        meta = json.loads(meta_path.read_text())
+        meta = _read_meta(meta_path)
         self.names, self.shapes, self.every = meta["names"], [tuple(s) for s in meta["shapes"]], meta["every"]
         sizes = [math.prod(s) for s in self.shapes]
         self.size = sum(sizes)
@@ -256,22 +292,39 @@ class Trajectory:
         self.count = count
         self.steps = self._steps(count)
 
-    def _read(self, start: int, n: int) -> np.ndarray:
-        with open(self.path / SNAPSHOT_FILE, "rb") as f:
+    def _read(self, start: int, n: int, *, checked: bool = True) -> np.ndarray:
+        """Records ``start .. start + n - 1``; with ``checked``, each must pass its checksum."""
+        with open_existing(self.path / SNAPSHOT_FILE) as f:
             f.seek(start * self._dtype.itemsize)
-            return np.frombuffer(f.read(n * self._dtype.itemsize), dtype=self._dtype)
+            records = np.frombuffer(f.read(n * self._dtype.itemsize), dtype=self._dtype)
+        for i in range(len(records) if checked else 0):
+            if zlib.crc32(records["weights"][i].tobytes()) != int(records["crc"][i]):
+                raise DamagedSnapshots(f"{self.path / SNAPSHOT_FILE}: snapshot {start + i} (step {int(records['step'][i])}) "
+                                       "fails its checksum: the file is damaged; record the trajectory again")
+        return records
 
     def _intact(self, i: int) -> bool:
-        record = self._read(i, 1)
+        record = self._read(i, 1, checked=False)
         return len(record) == 1 and zlib.crc32(record["weights"].tobytes()) == int(record["crc"][0])
 
     def _steps(self, count: int) -> np.ndarray:
+        """The step of each record, which must be ``i * every`` (the step is outside the checksum)."""
         steps = np.empty(count, dtype=np.int64)
-        with open(self.path / SNAPSHOT_FILE, "rb") as f:
+        with open_existing(self.path / SNAPSHOT_FILE) as f:
             for i in range(count):
                 f.seek(i * self._dtype.itemsize)
                 steps[i] = np.frombuffer(f.read(8), dtype="<i8")[0]
+                if steps[i] != i * self.every:
+                    raise DamagedSnapshots(f"{self.path / SNAPSHOT_FILE}: snapshot {i} says step {int(steps[i])}, "
+                                           f"expected {i * self.every} (every {self.every}): the file is damaged")
         return steps
+
+    def check(self, count: int | None = None) -> None:
+        """Verify the checksum of the first ``count`` records (default all), a block at a time."""
+        count = self.count if count is None else count
+        per_block = max(1, self.block_bytes // self._dtype.itemsize)
+        for start in range(0, count, per_block):
+            self._read(start, min(per_block, count - start))
 
     def __len__(self) -> int:
         return self.count

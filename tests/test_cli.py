@@ -136,16 +136,16 @@ def test_damaged_foreign_or_malicious_checkpoints_are_refused_by_name(digits, tm
 
 
 BAD_COMMANDS = [
-    (["run", "walk", "--set", "lr=fast"], "lr='fast': expected a non-negative number"),
-    (["run", "walk", "--set", "lr=-1"], "expected a non-negative number"),
+    (["run", "walk", "--set", "lr=fast"], "lr='fast': expected a finite number"),
+    (["run", "walk", "--set", "lr=-1"], "lr must be a positive finite number"),
     (["run", "walk", "--set", "lr"], "expected key=value"),
     (["run", "walk", "--set", "=3"], "expected key=value"),
     (["run", "walk", "--set", "colour=red"], "not a setting of walk; allowed: arch"),
-    (["run", "walk", "--set", "epochs=0"], "list of positive integers"),
-    (["run", "walk", "--set", "epochs=one,two"], "list of positive integers"),
-    (["run", "walk", "--set", "batch_size=0"], "positive integer"),
-    (["run", "walk", "--set", "batch_size=2.5"], "positive integer"),
-    (["run", "walk", "--set", "seed=true"], "positive integer"),
+    (["run", "walk", "--set", "epochs=0"], "epochs=[0]: expected positive integers"),
+    (["run", "walk", "--set", "epochs=one,two"], "expected a list of integers"),
+    (["run", "walk", "--set", "batch_size=0"], "batch_size must be an int in 1..1347"),
+    (["run", "walk", "--set", "batch_size=2.5"], "expected an integer"),
+    (["run", "walk", "--set", "seed=true"], "expected an integer"),
     (["run", "walk", "--set", "arch=transformer"], "arch='transformer' is not allowed"),
     (["run", "walk", "--set", "dataset=imagenet"], "dataset='imagenet' is not allowed"),
     (["run", "walk", "--set", "bn=train"], "bn='train' is not allowed"),
@@ -154,9 +154,9 @@ BAD_COMMANDS = [
     (["run", "walk", "--set", "dataset=mnist"], "dataset 'mnist' was not found"),
     (["run", "walk", "--set", "arch=vgg11"], "needs 32x32 images"),
     (["run", "curvature", "--set", "batch_sizes=5000"], "batch_size must be an int in 1..1347"),
-    (["run", "curvature", "--set", "hessian_examples=0"], "positive integer"),
-    (["run", "trajectory", "--set", "every=0"], "positive integer"),
-    (["run", "trajectory", "--set", "weight_decay=-0.1"], "non-negative number"),
+    (["run", "curvature", "--set", "hessian_examples=0"], "expected positive integers"),
+    (["run", "trajectory", "--set", "every=0"], "expected positive integers"),
+    (["run", "trajectory", "--set", "weight_decay=-0.1"], "weight_decay must be a finite number >= 0"),
     (["run", "walk"], "--out is required"),
     (["show", "{tmp}/nothing"], "holds no run"),
 ]
@@ -195,3 +195,30 @@ BAD_CALLS = [
 def test_bad_calls_to_the_public_api_name_the_value(digits, call, message):
     with pytest.raises(ValueError, match=message):
         call(digits)
+
+
+def _paper_walk(arch, dataset, out):
+    """A walk on a BatchNorm architecture through tests/standin.py (tiny data, VGG-11 at 1/16 width)."""
+    return [sys.executable, str(ROOT / "tests" / "standin.py"), "run", "walk", "--set", f"arch={arch}",
+            "--set", f"dataset={dataset}", "--set", "epochs=1,2,3,4", "--set", "batch_size=20",
+            "--set", "eval_examples=20", "--no-progress", "--out", str(out)]
+
+
+@pytest.mark.parametrize("arch, dataset", [("mlp-paper", "mnist"), ("vgg11", "cifar10")])
+def test_a_batchnorm_walk_killed_with_sigkill_resumes_to_the_same_parameters(tmp_path, arch, dataset):
+    environment = dict(_environment(), STANDIN_EXAMPLES="120")
+    whole, out = tmp_path / "whole", tmp_path / "killed"
+    subprocess.run(_paper_walk(arch, dataset, whole), env=environment, check=True, capture_output=True)
+    process = subprocess.Popen(_paper_walk(arch, dataset, out), env=environment, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    while not (out / "checkpoint-walk.pt").exists() and process.poll() is None:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before the kill point: make it longer"
+    subprocess.run(_paper_walk(arch, dataset, out), env=environment, check=True, capture_output=True)
+    a, b = _fingerprint(whole), _fingerprint(out)
+    assert b["status"]["state"] == "finished" and b["params_sha256"] == a["params_sha256"] == a["status"]["params_sha256"]
+    assert b["summary"] == a["summary"]
+    x, y = sgdlab.WalkResult.load(whole / "walk.npz"), sgdlab.WalkResult.load(out / "walk.npz")
+    assert all((p == q).all() for p, q in zip(x.curves, y.curves))

@@ -78,7 +78,7 @@ def test_a_diverging_seed_stops_alone_as_train_would(digits):
 @pytest.mark.parametrize("arguments, message", [
     (dict(seeds=[]), "seeds must be a non-empty"),
     (dict(seeds=[0, 0]), "distinct"),
-    (dict(seeds=[0.5]), "seeds must be ints"),
+    (dict(seeds=[0.5]), r"seeds\[0\] must be an int"),
     (dict(lr=0.0), "lr must be"),
     (dict(lr=math.nan), "lr must be"),
     (dict(batch_size=0), "batch_size must be"),
