@@ -55,6 +55,7 @@ web-static: $(NODE_STAMP)
 	rm -rf $(WEB_STATIC)
 	mkdir -p $(WEB_STATIC)
 	cp -R web/node_modules/mathjax/es5 $(WEB_STATIC)/mathjax
+	cp web/book.css $(WEB_STATIC)/
 
 book: $(STAMP) web-static
 	rm -rf _build/html _build/.jupyter_cache _build/.doctrees

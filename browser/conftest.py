@@ -68,6 +68,7 @@ class PageVisit:
     figures: list[list[dict]]         # see FIGURES_JS: per cell tagged 'figure', its output images
     frames: list[dict]                # see FIGURES_JS: every static-sweep frame
     weight: dict                      # see WEIGHT_JS: bytes of the page and of each resource it loaded
+    overflowing: list[str]            # see OVERFLOW_JS: code or output blocks wider than the page
 
 
 # Where MathJax typesets: Sphinx's math spans and divs. A page has maths when it has one.
@@ -125,6 +126,12 @@ FIGURES_JS = """async () => {
   const frames = await Promise.all([...document.querySelectorAll('img.sgdlab-sweep-frame')].map(inspect));
   return {figures, frames};
 }"""
+
+# Code and printed output that do not fit the page's width (the reader would scroll sideways).
+OVERFLOW_JS = """() => [...document.querySelectorAll('div.cell pre')]
+  .filter(pre => pre.offsetParent !== null && pre.scrollWidth > pre.clientWidth + 2)
+  .map(pre => `${pre.closest('.cell_output') ? 'output' : 'code'} ${pre.scrollWidth}>${pre.clientWidth} px: `
+              + pre.textContent.split('\\n').reduce((a, b) => b.length > a.length ? b : a, '').slice(0, 60))"""
 
 # Bytes the page cost: the document (its embedded images included) and every resource it
 # loaded, decoded (uncompressed), as the browser's resource timing reports them.
@@ -292,6 +299,7 @@ def visit(chromium, book_url, book_config):
                 figures=images["figures"],
                 frames=images["frames"],
                 weight=tab.evaluate(WEIGHT_JS),
+                overflowing=tab.evaluate(OVERFLOW_JS),
             )
             tab.screenshot(path=SCREENSHOTS / f"{page_name(page)}.png", full_page=True)
             visit.sweeps = tab.evaluate(SWEEPS_JS)  # after the screenshot: it moves the sliders

@@ -91,6 +91,16 @@ def test_figures_and_sweep_frames_are_sharp_readable_and_not_blank(visit, page):
             "draw it narrower")
 
 
+def test_code_and_output_fit_the_page_width(visit, page):
+    overflowing = visit(page).overflowing
+    assert not overflowing, listing("blocks that scroll sideways", overflowing)
+
+
+def test_no_print_button_that_only_prints(page):
+    html = (ROOT / "_build" / "html" / f"{page}.html").read_text()
+    assert "window.print()" not in html and "download-pdf-button" not in html
+
+
 def test_no_dead_controls_and_no_widget_manager(visit, page):
     widgets = visit(page).widgets
     assert widgets == {"views": 0, "controls": 0, "managers": []}, \
