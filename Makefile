@@ -23,8 +23,8 @@ export SGDLAB_DEVICE ?= cpu
 export SGDLAB_PROGRESS ?= 0
 unexport MPLBACKEND
 export PYTHONHASHSEED := 0
-# MathJax, from npm (web/package-lock.json): the book serves it itself from _static/
-# (_config.yml: html_static_path, mathjax_path, mathjax3_config)
+# KaTeX's stylesheet and fonts, from npm (web/package-lock.json): the book serves them itself
+# from _static/ (_config.yml: html_static_path, katex_css_path); the maths is rendered at build time
 NODE_STAMP := web/node_modules/.installed
 WEB_STATIC := _build/web
 TORCH ?=
@@ -54,7 +54,8 @@ $(NODE_STAMP): web/package.json web/package-lock.json
 web-static: $(NODE_STAMP)
 	rm -rf $(WEB_STATIC)
 	mkdir -p $(WEB_STATIC)
-	cp -R web/node_modules/mathjax/es5 $(WEB_STATIC)/mathjax
+	mkdir -p $(WEB_STATIC)/katex
+	cp -R web/node_modules/katex/dist/katex.min.css web/node_modules/katex/dist/fonts $(WEB_STATIC)/katex/
 	cp web/book.css $(WEB_STATIC)/
 
 book: $(STAMP) web-static

@@ -71,9 +71,11 @@ class PageVisit:
     overflowing: list[str]            # see OVERFLOW_JS: code or output blocks wider than the page
 
 
-# Where MathJax typesets: Sphinx's math spans and divs. A page has maths when it has one.
+# The maths: Sphinx's math spans and divs, rendered to HTML by KaTeX when the book was built.
+# A page has maths when it has one; none may be left as TeX, be a KaTeX error, or be cut off
+# at the left of its column; and no page loads a maths script.
 MATH_JS = """() => {
-  const skip = 'pre, code, script, style, textarea, mjx-container, .highlight';
+  const skip = 'pre, code, script, style, textarea, .katex, .highlight';
   const math = [...document.querySelectorAll('.math')];
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   const raw = [];
@@ -82,11 +84,14 @@ MATH_JS = """() => {
     const m = node.textContent.match(/\\\\\\(|\\\\\\[|\\\\begin\\{|\\$\\$/);
     if (m) raw.push(node.textContent.trim().slice(0, 80));
   }
+  const cut = math.filter(e => { const k = e.querySelector('.katex');
+    return k && k.getBoundingClientRect().left < e.getBoundingClientRect().left - 1; });
   return {
     elements: math.length,
-    untypeset: math.filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.slice(0, 80)),
-    containers: document.querySelectorAll('mjx-container').length,
-    errors: [...document.querySelectorAll('mjx-merror')].map(e => e.textContent.slice(0, 80)),
+    unrendered: math.filter(e => !e.querySelector('.katex')).map(e => e.textContent.slice(0, 80)),
+    errors: [...document.querySelectorAll('.katex-error')].map(e => e.textContent.slice(0, 80)),
+    cut: cut.map(e => e.textContent.slice(0, 80)),
+    scripts: [...document.querySelectorAll('script[src]')].map(s => s.src).filter(s => /mathjax|katex/i.test(s)),
     raw,
   };
 }"""
@@ -281,8 +286,6 @@ def visit(chromium, book_url, book_config):
         try:
             tab.goto(book_url + page + ".html", wait_until="load")
             tab.wait_for_load_state("networkidle")
-            # MathJax typesets after load; its startup promise settles when it has
-            tab.evaluate("() => window.MathJax?.startup?.promise")
             tab.wait_for_load_state("networkidle")
             images = tab.evaluate(FIGURES_JS)
             visit = PageVisit(

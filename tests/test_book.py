@@ -69,3 +69,14 @@ def test_student_config_changes_nothing_else():
 def test_notebook_times_need_a_build(tmp_path):
     with pytest.raises(FileNotFoundError, match="run `make book` first"):
         notebook_times(tmp_path)
+
+
+def test_the_katex_stylesheet_is_the_version_that_renders_the_maths():
+    """The maths is rendered at build time by sphinxcontrib-katex's own KaTeX; the page styles it
+    with the stylesheet and fonts from web/package.json: a different version misplaces glyphs."""
+    import json
+
+    from sphinxcontrib import katex
+
+    pinned = json.loads((ROOT / "web" / "package.json").read_text())["dependencies"]["katex"]
+    assert pinned == katex.katex_version
