@@ -102,6 +102,7 @@ WIDGETS_JS = """() => ({
   views: document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]').length,
   controls: document.querySelectorAll('.jupyter-widgets, .widget-subarea, input.widget-slider').length,
   managers: [...document.querySelectorAll('script[src]')].map(s => s.src).filter(s => /embed|html-manager|require/.test(s)),
+  state: document.querySelectorAll('script[type="application/vnd.jupyter.widget-state+json"]').length,
 })"""
 
 # What a reader sees of each figure: the image in the output of every cell tagged 'figure'

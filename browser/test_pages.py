@@ -99,8 +99,8 @@ def test_no_print_button_that_only_prints(page):
 
 def test_no_dead_controls_and_no_widget_manager(visit, page):
     widgets = visit(page).widgets
-    assert widgets == {"views": 0, "controls": 0, "managers": []}, \
-        f"{page}: a widget on a page that cannot run it (its cell should be tagged remove-output), or its manager"
+    assert widgets == {"views": 0, "controls": 0, "managers": [], "state": 0}, \
+        f"{page}: a widget on a page that cannot run it (its cell should be tagged remove-output), its manager or its state"
 
 
 def test_page_weighs_under_two_megabytes(visit, page):
