@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXECUTED = ROOT / "_build" / "jupyter_execute" / "book"
 SOURCES = sorted((ROOT / "book").glob("*.ipynb"))
 IMAGE_TYPES = ("image/png", "image/svg+xml")
+PALETTE = 3  # a PNG's colour type (byte 25, in its header chunk) when it holds a palette
 
 # What a reader must never find in an output (text of streams, errors and text/plain results)
 STRAY = {
@@ -66,9 +67,11 @@ def test_every_declared_figure_is_in_the_executed_notebook_at_book_resolution(so
                   if any(t in o.get("data", {}) for t in IMAGE_TYPES) and "image/png" in o["data"]]
         assert images, f"{source.name} cell {i} is tagged 'figure' but left no image: the page shows none"
         for image in images:
-            dpi = png_dpi(base64.b64decode(image))
+            png = base64.b64decode(image)
+            dpi = png_dpi(png)
             assert dpi is not None and abs(dpi - BOOK_STYLE["figure.dpi"]) < 1, \
                 f"{source.name} cell {i}: a figure at {dpi} dpi; the book draws at {BOOK_STYLE['figure.dpi']}"
+            assert png[25] == PALETTE, f"{source.name} cell {i}: not a palette PNG: not made by plots.figure_png"
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)

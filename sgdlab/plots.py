@@ -66,7 +66,9 @@ def use_book_style() -> None:
         return
     shell = get_ipython()
     if shell is not None:
-        plt.get_backend()  # the inline backend registers its own PNG formatter when it starts: first
+        # the inline backend registers its own PNG formatter when pyplot first loads it: load it
+        # now (a figure made and closed), then register ours over it
+        plt.close(plt.figure())
         shell.display_formatter.formatters["image/png"].for_type(Figure, figure_png)
 
 
