@@ -4,7 +4,8 @@
 #               preset quick, CPU; --dist loadfile
 #               keeps all cells of a notebook on one worker, in order; then build the book and
 #               open every page in headless Chromium, offline (browser/, needs /usr/bin/chromium)
-# Extra: make student (the book without solutions, into _build/student/_build/html),
+# Extra: make student (the book without solutions or answers, into _build/student/_build/html, and
+#        the notebooks a class opens, _build/student/student-notebooks.zip),
 #        make bench (installs the peer libraries of bench/requirements.txt, runs every
 #        bench/*.py -> bench/results/*.json), make dist (the package's wheel and sdist into
 #        dist/, checked as the release workflow checks them), make clean.
@@ -63,14 +64,19 @@ book: $(STAMP) web-static
 	$(BIN)/jupyter-book build . -W -n --keep-going
 	$(BIN)/python tools/notebook_times.py _build
 
+# The student edition is built from the notebooks `make book` executed (no second run):
+# `make book` first when they are missing or older than the chapters' code.
 student: $(STAMP) web-static
-	mkdir -p _build/student
-	$(BIN)/python tools/student_config.py _build/student/_config.yml
-	$(BIN)/jupyter-book build . --config _build/student/_config.yml --path-output _build/student -W -n --keep-going
+	$(BIN)/python tools/student_edition.py --check || $(MAKE) book
+	$(BIN)/python tools/student_edition.py _build/student
+	$(BIN)/jupyter-book build _build/student/src --path-output _build/student -W -n --keep-going
+	cp _build/student/student-notebooks.zip _build/student/_build/html/
+	$(BIN)/python tools/student_leaks.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile tests --nbval-lax book --doctest-modules sgdlab
 	$(MAKE) book
+	$(MAKE) student
 	$(BIN)/python -m pytest browser
 
 bench: $(STAMP)

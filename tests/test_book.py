@@ -80,3 +80,36 @@ def test_the_katex_stylesheet_is_the_version_that_renders_the_maths():
 
     pinned = json.loads((ROOT / "web" / "package.json").read_text())["dependencies"]["katex"]
     assert pinned == katex.katex_version
+
+
+def test_a_notebook_s_folded_solution_renders_as_the_exercise_s_solution_in_the_book(tmp_path):
+    """tools/fold_solutions.py, loaded as the book loads it: the <details> cell becomes
+    sphinx-exercise's solution, linked to its exercise, and hide_solutions removes it."""
+    import json
+    from fold_solutions import folded
+
+    book = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert book["sphinx"]["local_extensions"]["fold_solutions"] == "tools/"
+    notebook = {"cells": [
+        {"cell_type": "markdown", "id": "a", "metadata": {}, "source": [":::{exercise}\n", ":label: ex-one\n", "\n",
+                                                                         "What is 6 x 7?\n", ":::"]},
+        {"cell_type": "markdown", "id": "b", "metadata": {"tags": ["solution"]}, "source": [folded("The answer is forty-two.")]},
+    ], "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "nbformat": 4, "nbformat_minor": 5}
+    for edition, config in (("book", book["sphinx"]["config"]), ("student", student_config(book)["sphinx"]["config"])):
+        source = tmp_path / edition
+        source.mkdir()
+        (source / "index.ipynb").write_text(json.dumps(notebook))
+        (source / "conf.py").write_text(
+            f"import sys; sys.path.insert(0, {str(ROOT / 'tools')!r})\n"
+            "extensions = ['myst_nb', 'sphinx_exercise', 'fold_solutions']\n"
+            "nb_execution_mode = 'off'\nmyst_enable_extensions = ['colon_fence']\n"
+            f"hide_solutions = {config.get('hide_solutions', False)!r}\n")
+        app = Sphinx(str(source), str(source), str(source / "html"), str(source / "doctrees"), "html",
+                     status=None, warning=None)
+        app.build()
+        html = (source / "html" / "index.html").read_text()
+        assert "What is 6 x 7?" in html and "&lt;details" not in html and "<details" not in html
+        assert ("forty-two" in html) == (edition == "book")
+        if edition == "book":
+            assert 'class="solution' in html and "ex-one" in html
