@@ -40,9 +40,9 @@ from torch.utils.data import DataLoader, TensorDataset
 import sgdlab
 from machine import bench_arguments, describe_machine, write_result
 from sgdlab.data import PAPER_TRAIN_SIZE, Dataset
-from sgdlab.landscape import WalkRecorder
+from sgdlab.walk import WalkRecorder
 from sgdlab.params import clone_params, model_params
-from sgdlab.train import Callback
+from sgdlab.callbacks import Callback
 
 try:
     import loss_landscapes

@@ -46,7 +46,8 @@ import torch
 from .curvature import GradientCosineRecorder, alignment, top_eigenvalues
 from .data import DATASETS, load_dataset, steps_per_epoch
 from .files import TEMPORARY_SUFFIX, append_text, load_tensors, open_existing, write_atomic, write_text_atomic
-from .landscape import BN_MODES, WalkRecorder, check_eval_examples, record_walk
+from .params import BN_MODES
+from .walk import WalkRecorder, check_eval_examples, record_walk
 from .models import ARCHITECTURES, make_model
 from .params import model_params
 from .presets import Preset, default_device, describe

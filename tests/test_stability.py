@@ -19,7 +19,7 @@ from crash import CrashAt
 from sgdlab.curvature import GradientCosineRecorder
 from sgdlab.params import clone_params, model_params
 from sgdlab.stability import StabilityRecorder, StabilityResult, drift_ratio, rate_drops
-from sgdlab.train import Callback
+from sgdlab.callbacks import Callback
 
 
 class KeepIterates(Callback):
