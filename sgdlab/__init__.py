@@ -5,7 +5,7 @@ convention, see :mod:`sgdlab.params`); data sets live on the device (:mod:`sgdla
 one loop trains everything (:mod:`sgdlab.train`); presets set the scale (:mod:`sgdlab.presets`).
 """
 
-from . import plots, scoreboard, selfcheck, toy, widgets
+from . import experiments, plots, scoreboard, selfcheck, toy, widgets
 from .chapter import setup_chapter
 from .data import DATASETS, Dataset, load_dataset
 from .landscape import LMCBarrier, barrier_height, crosses_barrier, interpolate, lmc_barrier
@@ -46,7 +46,7 @@ __all__ = [
     "barrier_height", "crosses_barrier", "interpolate", "lmc_barrier", "record_walk",
     "clone_params", "default_device", "describe", "distance", "flatten", "full_loss",
     "get_preset", "lerp", "load_dataset", "loss_and_accuracy", "make_model", "model_params",
-    "norm", "num_parameters", "plots", "train",
+    "experiments", "norm", "num_parameters", "plots", "train",
     "PermutationSpec", "activation_matching", "apply_permutation", "identity_permutation", "inverse_permutation",
     "permutation_spec", "random_permutation", "weight_matching", "SeedsResult", "train_seeds", "toy", "StabilityRecorder", "StabilityResult",
     "scoreboard", "selfcheck", "setup_chapter", "widgets",
