@@ -27,7 +27,7 @@ reported. Losses are checked against the naive loop (max relative difference, go
 On CUDA, VGG-11 on CIFAR-10 (random data of its shapes when it is not on disk) is added, with
 the census' FLOP rate against a measured large float32 matmul (with and without TF32).
 
-Run:  cd /work/main && .venv/bin/python bench/walk.py [--quick] [--out PATH]
+Run:  .venv/bin/python bench/walk.py [--quick] [--out PATH]
 """
 
 import copy, statistics, tempfile, time
