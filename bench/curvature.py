@@ -38,7 +38,7 @@ Targets (CPU): pyhessian / sgdlab seconds >= 1.5, eigenvalues within 1%, HVP / g
 ``torch.set_num_threads(THREADS)`` with THREADS = 1: the machine may be shared, and one
 thread gives steadier timings; the load average is recorded.
 
-Run:  cd /work/main && .venv/bin/python bench/curvature.py [--quick] [--out PATH]
+Run:  .venv/bin/python bench/curvature.py [--quick] [--out PATH]
 """
 
 import statistics, sys, time, warnings

@@ -30,7 +30,7 @@ rebasin's matching on the CPU (``speedup``: median seconds, set-up excluded), wi
 smaller final distance (``distance_ratio`` <= 1). Medians of 9 repetitions (1 with ``--quick``),
 the ways alternating within each; one torch thread.
 
-Run:  cd /work/main && .venv/bin/python bench/permutation.py [--quick] [--out PATH]
+Run:  .venv/bin/python bench/permutation.py [--quick] [--out PATH]
 """
 
 import copy

@@ -26,7 +26,7 @@ The same is done, reported but not judged, for the MLP with BatchNorm.
 Targets (CPU): best sequential / best batched seconds >= 3 and final losses equal to 1e-5.
 The load average is recorded: other work on the machine slows either way.
 
-Run:  cd /work/main && .venv/bin/python bench/seeds.py [--quick] [--out PATH]
+Run:  .venv/bin/python bench/seeds.py [--quick] [--out PATH]
 """
 
 import os, statistics, time

@@ -22,7 +22,7 @@ Cases: the quick MLP on ``digits`` (CPU); the paper MLP on MNIST (CPU, and the G
 CUDA is present). Without MNIST on disk, MNIST is replaced by random data of the same
 shapes (45,000 training images of 1x28x28); the JSON says so.
 
-Run:  cd /work/main && .venv/bin/python bench/train.py [--quick] [--out PATH]
+Run:  .venv/bin/python bench/train.py [--quick] [--out PATH]
 """
 
 import statistics

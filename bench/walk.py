@@ -27,7 +27,7 @@ reported. Losses are checked against the naive loop (max relative difference, go
 On CUDA, VGG-11 on CIFAR-10 (random data of its shapes when it is not on disk) is added, with
 the census' FLOP rate against a measured large float32 matmul (with and without TF32).
 
-Run:  cd /work/main && .venv/bin/python bench/walk.py [--quick] [--out PATH]
+Run:  .venv/bin/python bench/walk.py [--quick] [--out PATH]
 """
 
 import copy, statistics, tempfile, time
@@ -40,9 +40,9 @@ from torch.utils.data import DataLoader, TensorDataset
 import sgdlab
 from machine import bench_arguments, describe_machine, write_result
 from sgdlab.data import PAPER_TRAIN_SIZE, Dataset
-from sgdlab.landscape import WalkRecorder
+from sgdlab.walk import WalkRecorder
 from sgdlab.params import clone_params, model_params
-from sgdlab.train import Callback
+from sgdlab.callbacks import Callback
 
 try:
     import loss_landscapes

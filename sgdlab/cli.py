@@ -5,7 +5,8 @@
 
 ``run EXPERIMENT`` (``walk``, ``curvature``, ``trajectory``) takes its settings from the preset
 (``--preset``, default ``$SGDLAB_PRESET`` or ``quick``), changed with ``--set key=value``
-(``python -m sgdlab run walk --list`` prints them). Killed at any point, the same command
+(``python -m sgdlab run walk --list`` prints them, with their types, defaults and the
+preset's values). Killed at any point, the same command
 resumes from the last checkpoint and ends exactly as an uninterrupted run; a finished run is
 not recomputed; a directory holding other settings is refused unless ``--fresh``. The run
 directory is described in :mod:`sgdlab.runs`. A run that is refused, diverges or fails
@@ -23,8 +24,10 @@ import argparse
 import json
 import sys
 
+from .experiments import EXPERIMENTS
 from .presets import PRESETS, get_preset
-from .runs import EXPERIMENTS, RunError, parse_settings, show, start
+from .runs import RunError, show, start
+from .settings import apply_settings, as_settings, settings_table
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,7 +40,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="default settings (default: $SGDLAB_PRESET or quick)")
     run.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                      help="change one setting; repeat for more (see --list)")
-    run.add_argument("--list", action="store_true", help="print the settings and their values, and stop")
+    run.add_argument("--list", action="store_true",
+                     help="print the settings' values as JSON, and a table of their types, defaults and the "
+                          "preset's values on stderr; then stop")
     run.add_argument("--fresh", action="store_true", help="delete what the run directory holds and start over")
     run.add_argument("--download", action="store_true", help="download MNIST / CIFAR when they are not on disk")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -67,13 +72,15 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         experiment = EXPERIMENTS[args.experiment]
         preset = get_preset(args.preset)
-        settings = parse_settings(experiment, preset, args.assignments)
+        preset_config = getattr(preset, experiment.NAME)
+        config = apply_settings(preset_config, args.assignments, experiment.CHOICES)
         if args.list:
-            print(json.dumps(settings, indent=1))
+            print(settings_table(config, preset_config, experiment.Config()), file=sys.stderr)
+            print(json.dumps(as_settings(config), indent=1))
             return 0
         if not args.out:
             raise RunError("--out is required: the run directory to write (or resume)")
-        result = start(experiment, preset, settings, args.out, fresh=args.fresh, download=args.download,
+        result = start(experiment, preset, config, args.out, fresh=args.fresh, download=args.download,
                        progress=not args.no_progress)
         _print_summary(result)
         return 0

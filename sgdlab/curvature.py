@@ -50,7 +50,7 @@ from torch import nn
 from torch.func import functional_call, grad, jacrev, jvp, vmap
 
 from .params import BN_MODES, Params, check_fits_model, model_params
-from .train import Callback
+from .callbacks import Callback
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30   # bytes a single request may use, by our estimate
 MAX_CHUNK_SIZE = 4096               # the automatic chunk size never exceeds this

@@ -42,7 +42,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .presets import check_device, default_device
+from .devices import check_device, default_device
 
 DATASETS = ("digits", "mnist1d", "moons", "spirals", "mnist", "fashion-mnist", "cifar10", "cifar100")
 TORCHVISION_DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100")

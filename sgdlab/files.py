@@ -20,6 +20,7 @@ killed writer left behind.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import errno
 import os
 import tempfile
@@ -67,6 +68,12 @@ def append_text(path: str | os.PathLike, text: str) -> None:
     """Append ``text`` to ``path`` (created if missing), refusing a link in its place."""
     with _open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, "a") as f:
         f.write(text)
+
+
+def append_log(directory: str | os.PathLike, message: str) -> None:
+    """One line ``<UTC time> message`` appended to ``directory/log.txt`` (a run directory's log)."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    append_text(os.path.join(directory, "log.txt"), f"{stamp} {message}\n")
 
 
 def open_existing(path: str | os.PathLike, mode: str = "rb"):

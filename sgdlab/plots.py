@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from PIL import Image
 
-from .train import History
+from .callbacks import History
 
 #: Inches: a wider figure is shrunk on the page until its labels are too small to read.
 MAX_FIGURE_WIDTH = 10.0
@@ -390,7 +390,7 @@ def plot_gradient_variance(batch_sizes, variances: dict, ax=None, *, references:
 def plot_lr_sweep(histories: dict, ax=None):
     """Full training-set loss after every epoch for runs at different learning rates, one line per label.
 
-    ``histories`` maps a label (e.g. "lr 0.1") to a :class:`~sgdlab.train.History`. A diverged run is never
+    ``histories`` maps a label (e.g. "lr 0.1") to a :class:`~sgdlab.callbacks.History`. A diverged run is never
     drawn as NaN: its line ends at its last evaluation (or starts nowhere) and an ``x``
     marks the divergence point, at the step where it stopped and the last finite mini-batch
     loss, labelled with that step.

@@ -24,51 +24,30 @@ behind. Every file is written atomically and never through a link (:mod:`sgdlab.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import errno
 import hashlib
 import json
-import math
 import os
 import platform
-import re
 import shutil
-import types
-import typing
 from pathlib import Path
-from typing import Callable
 
 import filelock
-import numpy as np
 import torch
 
-from .curvature import GradientCosineRecorder, alignment, top_eigenvalues
-from .data import DATASETS, load_dataset, steps_per_epoch
-from .files import TEMPORARY_SUFFIX, append_text, load_tensors, open_existing, write_atomic, write_text_atomic
-from .landscape import BN_MODES, WalkRecorder, check_eval_examples, record_walk
-from .models import ARCHITECTURES, make_model
-from .params import model_params
-from .presets import Preset, default_device, describe
-from .train import check_train_arguments, save_atomic, train
-from .trajectory import DamagedSnapshots, DistanceFromInitRecorder, SnapshotRecorder, Trajectory, fit_power_law
+from .callbacks import Diverged
+from .devices import default_device
+from .experiments import EXPERIMENTS
+from .files import TEMPORARY_SUFFIX, append_log, load_tensors, open_existing, write_text_atomic
+from .presets import Preset, describe
+from .settings import as_settings
 
 LOCK_FILE = ".sgdlab.lock"
 
 
 class RunError(Exception):
     """A run that cannot start or that ended badly; the message says why (the CLI prints it)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Experiment:
-    name: str
-    defaults: Callable[[Preset], dict]   # settings and their default values, from a preset
-    types: dict                          # setting -> its declared type (int, float, str, list[int], int | None)
-    prepare: Callable[[dict, bool], dict]  # (settings, download) -> data and model, every setting checked
-    run: Callable[["RunDirectory", dict, dict, bool], dict]  # (directory, settings, prepared, progress) -> summary
-    results: tuple = ()                  # files a finished run holds besides final.pt and summary.json
-    choices: dict = dataclasses.field(default_factory=dict)  # setting -> allowed values
 
 
 # ---------------------------------------------------------------------------------------
@@ -107,15 +86,11 @@ class RunDirectory:
         write_text_atomic(self.file(name), json.dumps(value, indent=1))
 
     def log(self, message: str) -> None:
-        stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        append_text(self.file("log.txt"), f"{stamp} {message}\n")
+        append_log(self.path, message)
 
     def set_status(self, state: str, message: str = "", **extra) -> None:
-        self.write_json("status.json", dict(state=state, message=message, **extra,
-                                            updated=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")))
-
-    def save_final(self, model: torch.nn.Module) -> None:
-        save_atomic(model.state_dict(), self.file("final.pt"))
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        self.write_json("status.json", dict(state=state, message=message, **extra, updated=now))
 
 
 def params_sha256(path: str | Path) -> str:
@@ -129,76 +104,6 @@ def params_sha256(path: str | Path) -> str:
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())  # reshape: 0-dim buffers too
     return digest.hexdigest()
-
-
-# ---------------------------------------------------------------------------------------
-# Settings
-# ---------------------------------------------------------------------------------------
-
-_EXPECTED = {int: "an integer, e.g. 3", float: "a finite number, e.g. 0.1", bool: "true or false", str: "text"}
-
-
-def parse_setting(key: str, text: str, kind):
-    """``--set key=text`` read as the setting's declared type ``kind``.
-
-    ``kind`` is ``int``, ``float``, ``bool``, ``str``, ``list[int]`` (``1,10,25`` or
-    ``[1, 10, 25]``), or one of them ``| None`` (then ``none`` or ``null`` gives ``None``).
-    Numbers must be finite; an integer setting takes no fraction and no ``true``. Ranges
-    (positive, at most the data set's size) are the experiment's to check.
-    """
-    options = typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, types.UnionType) else (kind,)
-    base = next(option for option in options if option is not type(None))
-    optional = type(None) in options
-    word = text.strip()
-    if optional and word.lower() in ("none", "null"):
-        return None
-    if typing.get_origin(base) is list:
-        items = [item.strip() for item in word.strip("[]").split(",")]
-        try:
-            if items and all(items):
-                return [parse_setting(key, item, typing.get_args(base)[0]) for item in items]
-        except RunError:
-            pass
-        expected = f"a list of integers, e.g. {key}=1,10,25"
-    else:
-        if base is bool and word.lower() in ("true", "false"):
-            return word.lower() == "true"
-        if base is int and re.fullmatch(r"[+-]?[0-9]+", word):
-            return int(word)
-        if base is float and re.fullmatch(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", word) \
-                and math.isfinite(float(word)):
-            return float(word)
-        if base is str and word:
-            return word
-        expected = _EXPECTED[base]
-    raise RunError(f"--set {key}={text!r}: expected {expected}" + (" (or none)" if optional else ""))
-
-
-def parse_settings(experiment: Experiment, preset: Preset, assignments: list[str]) -> dict:
-    """The experiment's defaults from ``preset``, with ``key=value`` assignments applied, each read
-    as its setting's declared type (:func:`parse_setting`)."""
-    settings = experiment.defaults(preset)
-    for assignment in assignments:
-        key, sep, text = assignment.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise RunError(f"--set {assignment!r}: expected key=value, e.g. --set lr=0.05")
-        if key not in settings:
-            raise RunError(f"--set {key}: not a setting of {experiment.name}; allowed: {', '.join(sorted(settings))}")
-        settings[key] = parse_setting(key, text, experiment.types[key])
-    for key, allowed in experiment.choices.items():
-        if settings[key] not in allowed:
-            raise RunError(f"{key}={settings[key]!r} is not allowed; choose one of: {', '.join(map(str, allowed))}")
-    return settings
-
-
-def _check_positive(settings: dict, *keys: str) -> None:
-    """Counts that must be positive integers (or None where the setting allows it)."""
-    for key in keys:
-        value = settings[key]
-        values = value if isinstance(value, list) else [value]
-        if not values or any(v is not None and v < 1 for v in values):
-            raise RunError(f"{key}={value!r}: expected positive integers")
 
 
 # ---------------------------------------------------------------------------------------
@@ -240,20 +145,20 @@ def _inspect(run: RunDirectory) -> dict | None:
     return config
 
 
-def _refuse_other_settings(run: RunDirectory, stored: dict, experiment: Experiment, preset: Preset, settings: dict) -> None:
-    if (stored.get("experiment"), stored.get("preset"), stored.get("settings")) == (experiment.name, preset.name, settings):
+def _refuse_other_settings(run: RunDirectory, stored: dict, experiment, preset: Preset, settings: dict) -> None:
+    if (stored.get("experiment"), stored.get("preset"), stored.get("settings")) == (experiment.NAME, preset.name, settings):
         return
     old = dict(experiment=stored.get("experiment"), preset=stored.get("preset"), **(stored.get("settings") or {}))
-    new = dict(experiment=experiment.name, preset=preset.name, **settings)
+    new = dict(experiment=experiment.NAME, preset=preset.name, **settings)
     differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     raise RunError(f"{run.path} holds another run: {', '.join(f'{k} (stored {old.get(k)!r}, asked {new.get(k)!r})' for k in differ)}; "
                    "use --fresh to start over there, or choose another --out")
 
 
-def _problems(run: RunDirectory, experiment: Experiment) -> list[str]:
+def _problems(run: RunDirectory, experiment) -> list[str]:
     """What a finished run lacks: missing result files, or a ``final.pt`` without the recorded fingerprint."""
     status = run.read_json("status.json") or {}
-    missing = [name for name in ("final.pt", "summary.json", *experiment.results) if not run.file(name).exists()]
+    missing = [name for name in ("final.pt", "summary.json", *experiment.RESULTS) if not run.file(name).exists()]
     problems = [f"{name} is missing" for name in missing]
     if "final.pt" not in missing:
         try:
@@ -264,7 +169,7 @@ def _problems(run: RunDirectory, experiment: Experiment) -> list[str]:
     return problems
 
 
-def _finished_and_intact(run: RunDirectory, experiment: Experiment) -> bool:
+def _finished_and_intact(run: RunDirectory, experiment) -> bool:
     return (run.read_json("status.json") or {}).get("state") == "finished" and not _problems(run, experiment)
 
 
@@ -319,18 +224,20 @@ def _remove_temporaries(run: RunDirectory) -> None:
                     (folder / name).unlink()
 
 
-def _prepare(experiment: Experiment, settings: dict, download: bool) -> dict:
-    """The experiment's data and model, with every setting checked; nothing is written."""
+def _prepare(experiment, config, download: bool):
+    """The experiment's data, with every setting checked; nothing is written."""
     try:
-        return experiment.prepare(settings, download)
+        return experiment.prepare(config, download=download)
     except (ValueError, FileNotFoundError) as error:
         raise RunError(str(error)) from None
 
 
-def start(experiment: Experiment, preset: Preset, settings: dict, out: str | Path, *, fresh: bool = False,
+def start(experiment, preset: Preset, config, out: str | Path, *, fresh: bool = False,
           download: bool = False, progress: bool = True) -> dict:
-    """Run (or resume) ``experiment`` into ``out``; return what :func:`show` returns."""
+    """Run (or resume) ``experiment`` (a module of :mod:`sgdlab.experiments`) with ``config`` (its
+    ``Config``; ``preset`` is recorded) into ``out``; return what :func:`show` returns."""
     run = RunDirectory(out)
+    settings = as_settings(config)
     stored = _inspect(run)
     if stored is not None and not fresh:
         _refuse_other_settings(run, stored, experiment, preset, settings)
@@ -338,8 +245,8 @@ def start(experiment: Experiment, preset: Preset, settings: dict, out: str | Pat
         with _lock(run):
             run.log("asked again: the run is finished, nothing recomputed")
         return show(run.path)
-    prepared = _prepare(experiment, settings, download)
-    config = dict(experiment=experiment.name, preset=preset.name, settings=settings, describe=describe(preset),
+    data = _prepare(experiment, config, download)
+    stored_config = dict(experiment=experiment.NAME, preset=preset.name, settings=settings, describe=describe(preset),
                   python=platform.python_version(), torch=torch.__version__, device=str(default_device()))
     created = _make_directories(run.path)
     try:
@@ -355,18 +262,18 @@ def start(experiment: Experiment, preset: Preset, settings: dict, out: str | Pat
         except RunError:
             _remove_created(created)
             raise
-        return _run_locked(run, experiment, settings, prepared, config, stored, fresh, progress)
+        return _run_locked(run, experiment, config, data, stored_config, stored, fresh, progress)
 
 
-def _run_locked(run, experiment, settings, prepared, config, stored, fresh, progress) -> dict:
+def _run_locked(run, experiment, config, data, stored_config, stored, fresh, progress) -> dict:
     recorded = None  # the fingerprint of a finished run that is being restored
     try:
         if fresh and stored is not None:
             _empty(run)
         _remove_temporaries(run)
         if stored is None or fresh:
-            run.write_json("config.json", config)
-            run.log(f"start {experiment.name} with {json.dumps(settings)}")
+            run.write_json("config.json", stored_config)
+            run.log(f"start {experiment.NAME} with {json.dumps(stored_config['settings'])}")
         else:
             status = run.read_json("status.json") or {}
             if status.get("state") == "finished":
@@ -375,17 +282,20 @@ def _run_locked(run, experiment, settings, prepared, config, stored, fresh, prog
             else:
                 run.log("resume")
         run.set_status("running")
-        summary = experiment.run(run, settings, prepared, progress)
+        result = experiment.run(config, out=run.path, progress=progress, data=data)
         fingerprint = params_sha256(run.file("final.pt"))
         if recorded is not None and fingerprint != recorded:
             raise RunError(f"the restored final parameters have fingerprint {fingerprint}, not the {recorded} recorded "
                            "when the run finished: the checkpoints changed; start over with --fresh")
-        run.write_json("summary.json", summary)
+        run.write_json("summary.json", result.summary())
         run.set_status("finished", params_sha256=fingerprint)
         run.log("finished")
     except RunError as error:
-        _record_end(run, "diverged" if "diverged" in str(error) else "failed", str(error))
+        _record_end(run, "failed", str(error))
         raise
+    except Diverged as error:
+        _record_end(run, "diverged", str(error))
+        raise RunError(str(error)) from None
     except KeyboardInterrupt:
         _record_end(run, "interrupted", "interrupted (SIGINT); run the same command to resume")
         raise
@@ -435,179 +345,3 @@ def show(path: str | Path) -> dict:
             fingerprint = params_sha256(run.file("final.pt"))
     return dict(directory=str(run.path), config=config, status=status, summary=run.read_json("summary.json"),
                 params_sha256=fingerprint, problems=problems)
-
-
-def _train_checked(run: RunDirectory, label: str, model, data, **options):
-    """``sgdlab.train`` with the run's conventions: checkpoints every 200 steps, divergence is an error."""
-    history = train(model, data, checkpoint=run.file(f"checkpoint-{label}.pt"), checkpoint_every=200,
-                    checkpoint_minutes=5.0, **options)
-    history.save(run.file(f"history-{label}.json"))
-    if history.diverged:
-        raise RunError(f"training diverged ({label}): {history.stopped_because}")
-    run.log(f"{label}: trained {history.steps} steps")
-    return history
-
-
-# ---------------------------------------------------------------------------------------
-# The experiments
-# ---------------------------------------------------------------------------------------
-
-def _walk_defaults(preset: Preset) -> dict:
-    return dict(arch=preset.mlp_arch, dataset=preset.mlp_dataset, epochs=list(preset.walk_epochs), train_epochs=None,
-                steps=None, eval_examples=None, lr=0.1, batch_size=preset.walk_batch_size,
-                weight_decay=float(preset.walk_weight_decay), bn="eval", seed=0)
-
-
-WALK_TYPES = dict(arch=str, dataset=str, epochs=list[int], train_epochs=int | None, steps=int | None,
-                  eval_examples=int | None, lr=float, batch_size=int, weight_decay=float, bn=str, seed=int)
-
-
-def _walk_prepare(s: dict, download: bool) -> dict:
-    _check_positive(s, "epochs", "train_epochs", "steps")
-    data = load_dataset(s["dataset"], download=download)
-    model = make_model(s["arch"], data, seed=s["seed"])
-    WalkRecorder(s["epochs"], steps=s["steps"], bn=s["bn"])  # its constructor checks epochs, steps and bn
-    check_eval_examples(s["eval_examples"], data)
-    check_train_arguments(model, data, lr=s["lr"], batch_size=s["batch_size"], weight_decay=s["weight_decay"],
-                          seed=s["seed"], epochs=max(max(s["epochs"]), s["train_epochs"] or 0))
-    return dict(data=data, model=model)
-
-
-def _walk(run: RunDirectory, s: dict, prepared: dict, progress: bool) -> dict:
-    data, model = prepared["data"], prepared["model"]
-    history, result = record_walk(
-        model, data, epochs=s["epochs"], lr=s["lr"], batch_size=s["batch_size"], steps=s["steps"],
-        eval_examples=s["eval_examples"], train_epochs=s["train_epochs"], bn=s["bn"], weight_decay=s["weight_decay"],
-        seed=s["seed"], progress=progress, checkpoint=run.file("checkpoint-walk.pt"), checkpoint_every=200,
-        save_to=run.file("walk.npz"))
-    history.save(run.file("history-walk.json"))
-    if history.diverged:
-        raise RunError(f"training diverged: {history.stopped_because}")
-    result.save(run.file("walk.npz"))
-    run.save_final(model)
-    return dict(census=[{k: (float(v) if isinstance(v, np.floating) else v) for k, v in row.items()}
-                        for row in result.census()])
-
-
-def _curvature_defaults(preset: Preset) -> dict:
-    return dict(arch=preset.curvature_arch, dataset=preset.curvature_dataset, lr=float(preset.curvature_lr),
-                batch_sizes=list(preset.curvature_batch_sizes), steps=preset.curvature_steps,
-                batches=preset.curvature_batches, hessian_examples=preset.curvature_hessian_examples, seed=0)
-
-
-CURVATURE_TYPES = dict(arch=str, dataset=str, lr=float, batch_sizes=list[int], steps=int, batches=int,
-                       hessian_examples=int | None, seed=int)
-
-
-def _curvature_prepare(s: dict, download: bool) -> dict:
-    _check_positive(s, "batch_sizes", "steps", "batches", "hessian_examples")
-    data = load_dataset(s["dataset"], download=download)
-    model = make_model(s["arch"], data, seed=s["seed"])
-    for b in s["batch_sizes"]:
-        check_train_arguments(model, data, lr=s["lr"], batch_size=b, steps=s["steps"], seed=s["seed"])
-    return dict(data=data)
-
-
-def _curvature(run: RunDirectory, s: dict, prepared: dict, progress: bool) -> dict:
-    data = prepared["data"]
-    keep = slice(0, s["hessian_examples"])
-    hx, hy = data.x_train[keep], data.y_train[keep]
-    summary, arrays = dict(batch_sizes=s["batch_sizes"]), {}
-    for b in s["batch_sizes"]:
-        model = make_model(s["arch"], data, seed=s["seed"])
-        cosine, distance = GradientCosineRecorder(), DistanceFromInitRecorder()
-        _train_checked(run, f"batch{b}", model, data, lr=s["lr"], batch_size=b, steps=s["steps"], seed=s["seed"],
-                       evaluate=False, progress=progress, callbacks=[cosine, distance])
-        params = model_params(model)
-        values = {size: alignment(model, params, data.x_train, data.y_train, size, s["batches"], hessian_x=hx, hessian_y=hy)
-                  for size in (*s["batch_sizes"], data.n_train)}
-        arrays.update({f"cosine_b{b}": cosine.cosines, f"distance_b{b}": distance.distances,
-                       **{f"alignment_trained_b{b}_measured_b{size}": v.numpy() for size, v in values.items()}})
-        summary[f"batch {b}"] = dict(mean_cosine=float(np.nanmean(cosine.cosines)), distance=float(distance.distances[-1]),
-                                     top_eigenvalue=float(top_eigenvalues(model, params, hx, hy)[0]),
-                                     alignment={str(size): float(v.mean()) for size, v in values.items()})
-        run.log(f"batch {b}: measured")
-    write_atomic(run.file("curvature.npz"), lambda f: np.savez(f, **arrays))
-    run.save_final(model)
-    return summary
-
-
-def _trajectory_defaults(preset: Preset) -> dict:
-    return dict(arch=preset.mlp_arch, dataset=preset.mlp_dataset, lr=float(preset.trajectory_lrs[-1]),
-                batch_size=preset.trajectory_batch_size, weight_decay=float(preset.trajectory_weight_decay),
-                epochs=preset.trajectory_epochs, every=preset.trajectory_every, seed=0)
-
-
-TRAJECTORY_TYPES = dict(arch=str, dataset=str, lr=float, batch_size=int, weight_decay=float, epochs=int, every=int, seed=int)
-FIT_POINTS = 3  # snapshots after the first that the power-law fit needs
-
-
-def _trajectory_prepare(s: dict, download: bool) -> dict:
-    _check_positive(s, "epochs", "every")
-    data = load_dataset(s["dataset"], download=download)
-    model = make_model(s["arch"], data, seed=s["seed"])
-    for seed in (s["seed"], s["seed"] + 1):  # the plateau, then the recorded phase
-        batch_size = check_train_arguments(model, data, lr=s["lr"], batch_size=s["batch_size"], epochs=s["epochs"],
-                                           weight_decay=s["weight_decay"], seed=seed)
-    recorded = s["epochs"] * steps_per_epoch(data.n_train, batch_size)
-    if recorded // s["every"] < FIT_POINTS:
-        raise RunError(f"every={s['every']} leaves {recorded // s['every']} snapshots after the first in the recorded "
-                       f"phase's {recorded} updates; the fit needs {FIT_POINTS}: choose every <= {recorded // FIT_POINTS}")
-    return dict(data=data, model=model)
-
-
-def _plateau_weights(run: RunDirectory, s: dict) -> dict:
-    """The weights saved at the plateau (``w_N.pt``), refused unless this run's settings wrote them."""
-    path = run.file("w_N.pt")
-    saved = load_tensors(path, "plateau weights")
-    if not isinstance(saved, dict) or set(saved) != {"settings", "model"}:
-        raise ValueError(f"plateau weights {str(path)!r} were not written by an sgdlab trajectory run; delete them "
-                         "and run the same command to train to the plateau again")
-    if saved["settings"] != json.dumps(s, sort_keys=True):
-        raise ValueError(f"plateau weights {str(path)!r} were written by another run (settings {saved['settings']}); "
-                         "delete them and run the same command to train to the plateau again")
-    return saved["model"]
-
-
-def _trajectory(run: RunDirectory, s: dict, prepared: dict, progress: bool) -> dict:
-    data, model = prepared["data"], prepared["model"]
-    options = dict(lr=s["lr"], batch_size=s["batch_size"], epochs=s["epochs"], weight_decay=s["weight_decay"],
-                   progress=progress)
-    if run.file("w_N.pt").exists():
-        try:
-            model.load_state_dict(_plateau_weights(run, s))
-        except RuntimeError as error:
-            raise ValueError(f"plateau weights {str(run.file('w_N.pt'))!r} do not fit {s['arch']}: "
-                             f"{str(error).splitlines()[-1].strip()}; delete them") from None
-        model.to(data.device)
-    else:
-        _train_checked(run, "to-plateau", model, data, seed=s["seed"], **options)
-        save_atomic(dict(settings=json.dumps(s, sort_keys=True), model=model.state_dict()), run.file("w_N.pt"))
-    plateau = {name: t.clone() for name, t in model.state_dict().items()}
-    # snapshots written before the phase's first checkpoint are recorded again from its start
-    fresh_snapshots = not run.file("checkpoint-recorded.pt").exists()
-    try:
-        recorder = SnapshotRecorder(run.file("snapshots"), every=s["every"], overwrite=fresh_snapshots)
-        _train_checked(run, "recorded", model, data, seed=s["seed"] + 1, callbacks=[recorder], **options)
-    except DamagedSnapshots as error:  # lost or damaged before the checkpoint: record the phase again from w_N
-        run.log(f"{error}; recording the phase again from w_N.pt")
-        run.file("checkpoint-recorded.pt").unlink()
-        model.load_state_dict(plateau)
-        recorder = SnapshotRecorder(run.file("snapshots"), every=s["every"], overwrite=True)
-        _train_checked(run, "recorded", model, data, seed=s["seed"] + 1, callbacks=[recorder], **options)
-    trajectory = Trajectory(run.file("snapshots"))
-    distances = trajectory.distances(0)
-    fit = fit_power_law(trajectory.steps[1:], distances[1:])
-    run.save_final(model)
-    return dict(snapshots=len(trajectory), final_distance=float(distances[-1]), exponent=fit.coefficients[1], r2=fit.r2)
-
-
-EXPERIMENTS = {
-    "walk": Experiment("walk", _walk_defaults, WALK_TYPES, _walk_prepare, _walk, ("walk.npz", "history-walk.json"),
-                       dict(arch=ARCHITECTURES, dataset=tuple(DATASETS), bn=BN_MODES)),
-    "curvature": Experiment("curvature", _curvature_defaults, CURVATURE_TYPES, _curvature_prepare, _curvature,
-                            ("curvature.npz",), dict(arch=ARCHITECTURES, dataset=tuple(DATASETS))),
-    "trajectory": Experiment("trajectory", _trajectory_defaults, TRAJECTORY_TYPES, _trajectory_prepare, _trajectory,
-                             ("w_N.pt", "snapshots/meta.json", "snapshots/snapshots.bin", "history-recorded.json"),
-                             dict(arch=ARCHITECTURES, dataset=tuple(DATASETS))),
-}

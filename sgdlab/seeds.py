@@ -42,7 +42,8 @@ from .data import Dataset, steps_per_epoch
 from .models import make_model
 from .params import Params
 from .checks import check_seed
-from .train import History, check_batch_size, check_dataset, check_lr, check_weight_decay
+from .callbacks import History
+from .train import check_batch_size, check_dataset, check_lr, check_weight_decay
 
 # examples per evaluation chunk summed over the seeds (4096 // len(seeds) each), as
 # sgdlab.params.loss_and_accuracy's 4096 for one model: the activations of all seeds on one
@@ -55,7 +56,7 @@ EVAL_CHUNK = 4096
 class SeedsResult:
     """What :func:`train_seeds` returns.
 
-    ``histories[i]`` is the :class:`~sgdlab.train.History` of seed ``seeds[i]`` (its
+    ``histories[i]`` is the :class:`~sgdlab.callbacks.History` of seed ``seeds[i]`` (its
     ``seconds`` is the whole batched run's time, shared by all seeds). ``params`` holds the
     final parameters and buffers stacked along a first axis of length ``len(seeds)``;
     :meth:`params_of` gives one seed's as a dict ``functional_call`` takes.

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from .curvature import GradientCosineRecorder
-from .train import Callback
+from .callbacks import Callback
 
 
 @dataclasses.dataclass

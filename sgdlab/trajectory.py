@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .files import open_existing, write_text_atomic
-from .train import Callback
+from .callbacks import Callback
 
 
 class DistanceFromInitRecorder(Callback):

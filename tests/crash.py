@@ -1,6 +1,6 @@
 """A callback that kills a training run at a chosen step, for the resume tests."""
 
-from sgdlab.train import Callback
+from sgdlab.callbacks import Callback
 
 
 class CrashAt(Callback):

@@ -1,7 +1,7 @@
 """Tiny stand-ins for the paper's data sets and widths, so that the command line runs every
 architecture of the paper preset in seconds, without downloading anything.
 
-``install()`` replaces, in :mod:`sgdlab.runs`, MNIST and CIFAR-10 by random tensors of their
+``install()`` replaces, in the experiments (:mod:`sgdlab.experiments`), MNIST and CIFAR-10 by random tensors of their
 shapes (``STANDIN_EXAMPLES`` training examples, default 40; CIFAR images of side
 ``STANDIN_SIDE``, default 32, which the ResNets may shrink) and VGG-11 by its 1/16-width version. ``python tests/standin.py ARGS`` is ``python -m sgdlab ARGS`` with them installed.
 """
@@ -11,13 +11,13 @@ import sys
 
 import torch
 
-import sgdlab.runs
 from sgdlab.cli import main
+from sgdlab.experiments import EXPERIMENTS
 from sgdlab.data import Dataset
 
 SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # the side of CIFAR's images: STANDIN_SIDE
 TINY = {"vgg11": dict(width=1 / 16)}
-_load, _make = sgdlab.runs.load_dataset, sgdlab.runs.make_model
+_load, _make = EXPERIMENTS["walk"].load_dataset, EXPERIMENTS["walk"].make_model
 
 
 def standin_dataset(name, **options):
@@ -36,8 +36,11 @@ def tiny_model(arch, data, **options):
     return _make(arch, data, **TINY.get(arch, {}), **options)
 
 
-def install():
-    sgdlab.runs.load_dataset, sgdlab.runs.make_model = standin_dataset, tiny_model
+def install(monkeypatch=None):
+    """Put the stand-ins in every experiment (through ``monkeypatch`` when given, so a test undoes it)."""
+    for module in EXPERIMENTS.values():
+        for name, standin in (("load_dataset", standin_dataset), ("make_model", tiny_model)):
+            monkeypatch.setattr(module, name, standin) if monkeypatch else setattr(module, name, standin)
 
 
 if __name__ == "__main__":

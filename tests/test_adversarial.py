@@ -19,11 +19,12 @@ import numpy as np
 import pytest
 import torch
 
-import sgdlab
 import standin
+import sgdlab
 from sgdlab.cli import main
 from sgdlab.files import append_text, write_atomic
-from sgdlab.runs import LOCK_FILE, RunError, params_sha256, parse_setting
+from sgdlab.runs import LOCK_FILE, params_sha256
+from sgdlab.settings import SettingError, parse_setting
 from sgdlab.trajectory import DamagedSnapshots, SNAPSHOT_FILE, SnapshotRecorder, Trajectory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,8 +83,7 @@ def fingerprint(out):
                                                  ("resnet18", "cifar10", 8)])
 def test_paper_architectures_finish_a_walk_and_show_their_fingerprint(tmp_path, capsys, monkeypatch, arch, dataset, side):
     monkeypatch.setenv("STANDIN_SIDE", str(side))
-    monkeypatch.setattr(sgdlab.runs, "load_dataset", standin.standin_dataset)
-    monkeypatch.setattr(sgdlab.runs, "make_model", standin.tiny_model)
+    standin.install(monkeypatch)
     argv = ["run", "walk", "--set", f"arch={arch}", "--set", f"dataset={dataset}", "--set", "epochs=1",
             "--set", "batch_size=20", "--set", "eval_examples=8", "--no-progress"]
     assert run(argv, tmp_path / "run", capsys) == (0, "")
@@ -96,8 +96,7 @@ def test_paper_architectures_finish_a_walk_and_show_their_fingerprint(tmp_path, 
 
 def test_a_batchnorm_trajectory_and_a_resnet_curvature_finish(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("STANDIN_SIDE", "8")
-    monkeypatch.setattr(sgdlab.runs, "load_dataset", standin.standin_dataset)
-    monkeypatch.setattr(sgdlab.runs, "make_model", standin.tiny_model)
+    standin.install(monkeypatch)
     trajectory = ["run", "trajectory", "--set", "arch=mlp-paper", "--set", "dataset=mnist", "--set", "epochs=1",
                   "--set", "batch_size=10", "--set", "every=1", "--no-progress"]
     assert run(trajectory, tmp_path / "t", capsys) == (0, "")
@@ -392,7 +391,7 @@ def test_curvature_hessian_examples_must_be_an_integer(tmp_path, capsys):
 def test_the_typing_function_takes_a_declared_type():
     assert parse_setting("k", "3", int | None) == 3 and parse_setting("k", "None", int | None) is None
     assert parse_setting("k", "true", bool) is True and parse_setting("k", "2", float) == 2.0
-    with pytest.raises(RunError, match="--set k='true': expected an integer"):
+    with pytest.raises(SettingError, match="--set k='true': expected an integer"):
         parse_setting("k", "true", int)
 
 

@@ -23,7 +23,7 @@ from sgdlab.curvature import (
     top_eigenvalues,
 )
 from sgdlab.params import clone_params, model_params
-from sgdlab.train import Callback
+from sgdlab.callbacks import Callback
 from sgdlab.trajectory import DistanceFromInitRecorder, fit_log_law, fit_power_law
 
 N = 23  # examples in the tiny sample: chunks of 5 leave an uneven last chunk of 3

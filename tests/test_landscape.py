@@ -4,10 +4,8 @@ import torch
 
 import sgdlab
 from crash import CrashAt
-from sgdlab.landscape import (
-    DEFAULT_ALPHAS, WalkRecorder, WalkResult, barrier_height, crosses_barrier,
-    has_interior_minimum, interpolate, lmc_barrier,
-)
+from sgdlab.landscape import DEFAULT_ALPHAS, barrier_height, crosses_barrier, has_interior_minimum, interpolate, lmc_barrier
+from sgdlab.walk import WalkRecorder, WalkResult
 
 
 def naive_curve(model, a, b, x, y, alphas=DEFAULT_ALPHAS, bn="eval", chunk_size=500):

@@ -19,7 +19,7 @@ from crash import CrashAt
 from sgdlab.curvature import GradientCosineRecorder
 from sgdlab.params import clone_params, model_params
 from sgdlab.stability import StabilityRecorder, StabilityResult, drift_ratio, rate_drops
-from sgdlab.train import Callback
+from sgdlab.callbacks import Callback
 
 
 class KeepIterates(Callback):
@@ -183,9 +183,9 @@ def test_the_gpu_preset_network_resnet18_with_batchnorm_records_every_layer_thro
     g = torch.Generator().manual_seed(0)
     data = sgdlab.Dataset("cifar10-shaped", torch.randn(16, 3, 32, 32, generator=g), torch.randint(0, 10, (16,), generator=g),
                           torch.randn(8, 3, 32, 32, generator=g), torch.randint(0, 10, (8,), generator=g), 10)
-    model = sgdlab.make_model(preset.stability_cnn_arch, data, seed=0)
+    model = sgdlab.make_model(preset.stability.cnn_arch, data, seed=0)
     recorder = StabilityRecorder(4)
-    history = sgdlab.train(model, data, lr=preset.stability_cnn_lr, batch_size=4, epochs=2, progress=False,
+    history = sgdlab.train(model, data, lr=preset.stability.cnn_lr, batch_size=4, epochs=2, progress=False,
                            schedule={"name": "step", "milestones": [1], "gamma": 0.1}, callbacks=[recorder])
     result = recorder.result
     assert len(result.steps) == history.steps == 8 and not history.diverged

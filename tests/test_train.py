@@ -5,7 +5,7 @@ import torch
 
 import sgdlab
 from crash import CrashAt
-from sgdlab.train import Callback, StopTraining
+from sgdlab.callbacks import Callback, StopTraining
 
 
 def quick_train(data, **overrides):

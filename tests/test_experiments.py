@@ -1,0 +1,80 @@
+"""Each experiment is written once: the chapter's call and the command line give identical results."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import sgdlab
+from sgdlab.cli import main
+from sgdlab.experiments import EXPERIMENTS, curvature, trajectory, walk
+from sgdlab.settings import as_settings
+
+TINY = {
+    "walk": walk.Config(epochs=(1, 2), batch_size=100),
+    "curvature": curvature.Config(batch_sizes=(50, 200), steps=10, batches=2, hessian_examples=100),
+    "trajectory": trajectory.Config(epochs=1, batch_size=50, every=5),
+}
+
+
+def _as_command_line(config) -> list[str]:
+    """``--set`` for every setting that differs from the preset's."""
+    preset = getattr(sgdlab.get_preset("quick"), config.__module__.rsplit(".", 1)[-1])
+    changes = {k: v for k, v in as_settings(config).items() if v != as_settings(preset)[k]}
+    return [f"--set={k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in changes.items()]
+
+
+def _same(a, b) -> None:
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            _same(a[key], b[key])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            _same(x, y)
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a.cpu(), b.cpu())
+    elif isinstance(a, np.ndarray):
+        assert np.array_equal(a, b, equal_nan=True)
+    else:
+        assert a == b
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_the_chapter_call_and_the_command_line_give_identical_results(name, tmp_path, capsys):
+    experiment, config = EXPERIMENTS[name], TINY[name]
+    in_chapter = experiment.run(config, progress=False)
+    out = tmp_path / name
+    assert main(["run", name, *_as_command_line(config), "--no-progress", "--out", str(out)]) == 0, capsys.readouterr()
+    from_cli = experiment.Result.load(out)
+    _same(in_chapter.params, from_cli.params)
+    _same(in_chapter.summary(), from_cli.summary())
+    if name == "walk":
+        _same(in_chapter.walk.curves, from_cli.walk.curves)
+        _same(in_chapter.history.step_loss, from_cli.history.step_loss)
+    elif name == "curvature":
+        _same(in_chapter.arrays, from_cli.arrays)
+    else:
+        _same((in_chapter.steps, in_chapter.distances), (from_cli.steps, from_cli.distances))
+
+
+def test_every_preset_overrides_configs_that_the_experiments_accept():
+    for preset in sgdlab.PRESETS.values():
+        for name, experiment in EXPERIMENTS.items():
+            config = getattr(preset, name)
+            assert isinstance(config, experiment.Config)
+            for key, allowed in experiment.CHOICES.items():
+                assert getattr(config, key) in allowed, (preset.name, name, key)
+
+
+def test_a_preset_states_only_what_differs_from_the_one_it_builds_on():
+    quick, gpu = sgdlab.get_preset("quick"), sgdlab.get_preset("gpu")
+    assert quick.walk == walk.Config() and quick.curvature == curvature.Config()
+    assert gpu.walk.lr == quick.walk.lr and gpu.walk.batch_size == 100  # the paper's batch, one override
+
+
+def test_a_diverging_walk_raises_diverged_in_the_chapter_too():
+    with pytest.raises(sgdlab.Diverged, match="lr=10000"):
+        walk.run(dataclasses.replace(TINY["walk"], lr=10000.0), progress=False)
