@@ -9,7 +9,7 @@ from sphinx.application import Sphinx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-from student_config import student_config  # noqa: E402
+from student_config import STUDENT_BRANCH, student_config  # noqa: E402
 from notebook_times import notebook_times  # noqa: E402
 
 PAGE = """# A page
@@ -58,8 +58,12 @@ def test_student_config_changes_nothing_else():
     book = yaml.safe_load((ROOT / "_config.yml").read_text())
     student = student_config(book)
     assert student["title"].endswith("(student edition)")
-    assert {k: v for k, v in student.items() if k not in ("title", "sphinx")} == \
-        {k: v for k, v in book.items() if k not in ("title", "sphinx")}
+    assert {k: v for k, v in student.items() if k not in ("title", "sphinx", "repository")} == \
+        {k: v for k, v in book.items() if k not in ("title", "sphinx", "repository")}
+    # its Colab buttons open the student notebooks, which the book's workflow publishes
+    assert student["repository"] == {**book["repository"], "branch": STUDENT_BRANCH}
+    workflow = (ROOT / ".github" / "workflows" / "book.yml").read_text()
+    assert f"git push --force origin HEAD:{STUDENT_BRANCH}" in workflow
     assert student["sphinx"]["extra_extensions"] == book["sphinx"]["extra_extensions"]
     # its config file lives in _build/student: local extensions must still be found
     assert student["sphinx"]["local_extensions"].keys() == book["sphinx"]["local_extensions"].keys()

@@ -163,18 +163,24 @@ def steps(job: dict) -> list[str]:
 def test_book_workflow_tests_on_every_push_and_deploys_main_to_pages():
     book = workflow("book.yml")
     assert book["on"]["push"]["branches"] == ["main"] and "pull_request" in book["on"]
-    assert set(book["jobs"]) == {"test", "deploy"}
-    test, deploy = book["jobs"]["test"], book["jobs"]["deploy"]
+    assert set(book["jobs"]) == {"test", "deploy", "student-notebooks"}
+    test, deploy, student = (book["jobs"][name] for name in ("test", "deploy", "student-notebooks"))
     assert test["container"].startswith("debian:")
-    install, checkout, make_test, upload = steps(test)
+    install, checkout, make_test, student_pages, upload, keep_notebooks = steps(test)
     assert re.search(r"apt-get install .*\bchromium\b.*\bnpm\b", install.replace("\\\n", " "))
     assert checkout == "actions/checkout" and make_test == "make test"
-    assert upload == "actions/upload-pages-artifact" and test["steps"][3]["with"]["path"] == "_build/html"
+    assert student_pages == "cp -R _build/student/_build/html _build/html/student"  # /student/ on the site
+    assert upload == "actions/upload-pages-artifact" and test["steps"][4]["with"]["path"] == "_build/html"
+    assert keep_notebooks == "actions/upload-artifact" and test["steps"][5]["with"]["path"] == "_build/student/notebooks"
     main_only = "github.ref == 'refs/heads/main'"
-    assert main_only in test["steps"][3]["if"] and main_only in deploy["if"]
+    assert all(main_only in step["if"] for step in test["steps"][3:])
+    assert main_only in deploy["if"] and main_only in student["if"]
     assert deploy["needs"] == "test" and deploy["environment"]["name"] == "github-pages"
     assert deploy["permissions"] == {"pages": "write", "id-token": "write"}
     assert steps(deploy) == ["actions/deploy-pages"]
+    # only the job that publishes the student notebooks may write to the repository
+    assert student["needs"] == "test" and student["permissions"] == {"contents": "write"}
+    assert steps(student)[:2] == ["actions/checkout", "actions/download-artifact"]
 
 
 def test_release_workflow_checks_every_push_and_publishes_tags_with_trusted_publishing():

@@ -9,10 +9,14 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# The branch that holds the student notebooks (book/*.ipynb, stripped): .github/workflows/book.yml
+# publishes it from main, and the student edition's Colab buttons open the notebooks there.
+STUDENT_BRANCH = "student-notebooks"
 
 
 def student_config(config: dict) -> dict:
-    """The book's config with sphinx-exercise's ``hide_solutions`` on and the title marked.
+    """The book's config with sphinx-exercise's ``hide_solutions`` on, the title marked, and the
+    launch buttons pointed at the student notebooks (the branch :data:`STUDENT_BRANCH`).
 
     Local extensions are found relative to the config file, which for the student edition
     lives elsewhere: their folders become absolute paths into the repository.
@@ -24,6 +28,7 @@ def student_config(config: dict) -> dict:
         sphinx["local_extensions"] = {name: str(ROOT / folder) for name, folder in sphinx["local_extensions"].items()}
     config["sphinx"] = sphinx
     config["title"] = f"{config['title']} (student edition)"
+    config["repository"] = {**config["repository"], "branch": STUDENT_BRANCH}
     return config
 
 
