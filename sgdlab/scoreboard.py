@@ -19,6 +19,10 @@ What :func:`record` does with a value:
 * with the environment variable ``SGDLAB_RESULTS=update``, every value is written over the
   stored one (after a change that moves a number on purpose: ``SGDLAB_RESULTS=update make book``).
 
+A paper-preset sweep (:mod:`sgdlab.sweep`) fills the ``paper`` column with
+:func:`record_sweep`: each claim computed per seed from the sweep's key numbers, averaged
+over the seeds, and stored with their number, which the table shows.
+
 Files live in ``SGDLAB_RESULTS_DIR`` when set, else in ``results/`` of the repository sgdlab
 runs from, else in ``./sgdlab-results/`` (an installed copy, as on Colab).
 """

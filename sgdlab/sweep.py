@@ -21,7 +21,7 @@ run directory has its own lock (:mod:`sgdlab.runs`).
 This module is engine-agnostic (grid, names, states, aggregation); the two backends at the
 end are small: ``local`` (a ``concurrent.futures`` process pool, one worker per GPU or per
 group of CPU cores) and ``slurm`` (``submitit`` job arrays; requeue on pre-emption is
-submitit's). Everything it needs from the run machinery goes through :class:`_Runs`.
+submitit's). Everything it needs from the run machinery goes through one adapter, ``_Runs``.
 """
 
 from __future__ import annotations
