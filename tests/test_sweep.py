@@ -3,6 +3,8 @@ killed with SIGKILL and resumed, every point's fingerprint equal to a single run
 
 import json
 import os
+import re
+import shlex
 import signal
 import threading
 import time
@@ -12,7 +14,7 @@ import filelock
 import pytest
 
 from sgdlab import sweep
-from sgdlab.cli import main
+from sgdlab.cli import _parser, main
 from sgdlab.runs import show
 from sgdlab.scoreboard import ResultsChanged, load_results, record_sweep, scoreboard_rows
 
@@ -213,3 +215,15 @@ def test_a_paper_sweep_fills_the_scoreboards_paper_column_with_its_seeds(tmp_pat
         record_sweep(changed)
     with pytest.raises(ValueError, match="ran with preset 'quick'; only a paper-preset sweep"):
         record_sweep(_walk_group("quick"))
+
+
+@pytest.mark.parametrize("page", ["README.md", "book/paper_scale.md"])
+def test_the_sweep_commands_of_the_readme_and_the_book_name_valid_settings_and_grids(page):
+    text = (ROOT / page).read_text().replace("\\\n", " ")
+    commands = [shlex.split(line.split("#")[0]) for line in re.findall(r"python -m sgdlab (sweep [^\n]*)", text)]
+    grids = [c for c in commands if c[1] != "show"]
+    assert grids and any(c[1] == "show" for c in commands), "the page shows a sweep and how to follow it"
+    for command in grids:
+        args = _parser().parse_args(command)
+        base, grid = sweep.parse_grid(args.experiment, args.preset, args.assignments, args.grid)
+        assert len(sweep.expand(base, grid)) > 1, command
