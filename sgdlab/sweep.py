@@ -18,21 +18,25 @@ uninterrupted run. A point whose settings differ from those stored under its nam
 refused, naming the keys that differ. Two runs of one point cannot write at once: each
 run directory has its own lock (:mod:`sgdlab.runs`).
 
-This module is engine-agnostic (grid, names, states, aggregation); the two backends at the
-end are small: ``local`` (a ``concurrent.futures`` process pool, one worker per GPU or per
-group of CPU cores) and ``slurm`` (``submitit`` job arrays; requeue on pre-emption is
-submitit's). Everything it needs from the run machinery goes through one adapter, ``_Runs``.
+A second sweep of the same directory waits for nothing: it is refused while another holds
+the manifest (a local sweep holds it until its points end, a Slurm sweep while it submits),
+and it skips points whose run another process holds. A Slurm job still queued from an
+earlier sweep may be submitted again; whichever of the two starts second finds the run
+finished (nothing recomputed) or held, and ends.
+
+This module is engine-agnostic (grid, names, states, aggregation); the backends are small
+(:mod:`sgdlab.backends`): ``local`` (a ``concurrent.futures`` process pool, one worker per
+GPU or per group of CPU cores) and ``slurm`` (``submitit`` job arrays; requeue on
+pre-emption is submitit's). Everything it needs from the run machinery goes through one adapter, ``_Runs``.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import datetime
 import itertools
 import json
 import math
-import multiprocessing
 import os
 import re
 import statistics
@@ -304,8 +308,13 @@ def sweep(experiment: str, preset: str | None, assignments: list[str], grid: lis
         except SweepError as error:
             raise SweepError(f"point {point.name}: {error}") from None
     directory = Path(out)
+    if os.path.lexists(directory) and not directory.is_dir():
+        raise SweepError(f"--out {directory} is a file, not a directory")
     _merge(directory, experiment, preset, points)  # refuse changed settings before creating anything
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SweepError(f"--out {directory} cannot be created ({error.strerror}); choose a writable directory") from None
     with _manifest_lock(directory):
         manifest = _merge(directory, experiment, preset, points)  # again, under the lock
         outcomes, todo = {}, []
@@ -325,8 +334,9 @@ def sweep(experiment: str, preset: str | None, assignments: list[str], grid: lis
             backend=options.backend, points=[p.name for p in todo]))
         write_text_atomic(directory / MANIFEST, json.dumps(manifest, indent=1))
         if todo:
-            backend = run_local if options.backend == "local" else run_submitit
-            results = backend(jobs, directory, options)
+            from . import backends
+            run = backends.run_local if options.backend == "local" else backends.run_submitit
+            results = run(jobs, directory, options)
             for point, result in zip(todo, results):
                 outcomes[point.name] = dict(name=point.name, **result)
             if options.backend == "slurm":
@@ -466,106 +476,3 @@ def _number(value) -> str:
 def _columns(rows: list[list[str]]) -> list[str]:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
-
-
-# ---------------------------------------------------------------------------------------
-# Backends
-# ---------------------------------------------------------------------------------------
-
-def _slots(workers: int) -> list[dict]:
-    """Per worker: the GPU it owns (``CUDA_VISIBLE_DEVICES``), or the CPU cores it is pinned to."""
-    import torch
-    if torch.cuda.is_available():
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        gpus = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
-        return [dict(gpu=gpus[i % len(gpus)]) for i in range(workers)]
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-    size = max(1, len(cores) // workers)
-    return [dict(cores=cores[(i * size) % len(cores):][:size]) for i in range(workers)]
-
-
-def _claim_slot(slots) -> None:
-    """Pool initializer: this worker takes one GPU or one group of cores."""
-    slot = slots.get()
-    if "gpu" in slot:
-        os.environ["CUDA_VISIBLE_DEVICES"] = slot["gpu"]
-    else:
-        if hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(0, slot["cores"])
-        import torch
-        torch.set_num_threads(len(slot["cores"]))
-
-
-def _default_workers() -> int:
-    import torch
-    return torch.cuda.device_count() if torch.cuda.is_available() else 1
-
-
-def run_local(jobs: list[tuple], directory: Path, options: Options) -> list[dict]:
-    """Run the points on a process pool of ``options.workers`` workers, each owning a GPU or a group of
-    cores. A worker that dies (SIGKILL, out of memory) breaks the pool: the points left are reported
-    ``stopped``, and running the sweep again resumes them."""
-    workers = min(options.workers or _default_workers(), len(jobs))
-    # forkserver: workers start from a clean process that imported sgdlab once (no fork of a process
-    # that has run torch's thread pools); spawn where it does not exist
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    context = multiprocessing.get_context(method)
-    if method == "forkserver":
-        context.set_forkserver_preload(["sgdlab.runs", "sgdlab.sweep"])
-    slots = context.Queue()
-    for slot in _slots(workers):
-        slots.put(slot)
-    results = []
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_claim_slot,
-                                                initargs=(slots,)) as pool:
-        futures = [pool.submit(run_point, *job) for job in jobs]
-        for future in futures:
-            try:
-                results.append(future.result())
-            except concurrent.futures.process.BrokenProcessPool:
-                results.append(dict(state="stopped", message="a worker of the pool died (killed?); run the same "
-                                                             "sweep again to resume"))
-            except Exception as error:  # noqa: BLE001 -- reported per point, the other points go on
-                results.append(dict(state="failed", message=f"{type(error).__name__}: {error}"))
-    return results
-
-
-class PointJob:
-    """One point as a submitit job. Its ``checkpoint`` (submitit's protocol, as in
-    ``submitit.helpers.Checkpointable``) asks submitit to requeue the same call on pre-emption or
-    time-out; the run directory's own checkpoints make the requeued call resume, not restart."""
-
-    def __call__(self, *job) -> dict:
-        return run_point(*job)
-
-    def checkpoint(self, *job):
-        import submitit
-        return submitit.helpers.DelayedSubmission(self, *job)
-
-
-def run_submitit(jobs: list[tuple], directory: Path, options: Options) -> list[dict]:
-    """Submit the points as one job array (Slurm, or submitit's local executor with ``cluster="local"``);
-    with ``options.wait`` (always, for the local cluster) wait for them."""
-    try:
-        import submitit
-    except ImportError:
-        raise SweepError("the slurm backend needs submitit: pip install 'sgdlab[cluster]' (or pip install submitit)") from None
-    executor = submitit.AutoExecutor(folder=directory / ".submitit" / "%j", cluster=options.cluster)
-    parameters = dict(name=f"sgdlab-{directory.name}", timeout_min=options.time_min,
-                      slurm_array_parallelism=options.workers or len(jobs))
-    if options.cluster == "slurm":
-        parameters.update(gpus_per_node=options.gpus, tasks_per_node=1, slurm_partition=options.partition,
-                          cpus_per_task=options.cpus, mem_gb=options.mem_gb)
-    executor.update_parameters(**{k: v for k, v in parameters.items() if v is not None})
-    submitted = executor.map_array(PointJob(), *zip(*jobs))
-    if not (options.wait or options.cluster == "local"):
-        return [dict(state="submitted", message=f"job {job.job_id}", job=job.job_id) for job in submitted]
-    results = []
-    for job in submitted:
-        try:
-            results.append(dict(job.result(), job=job.job_id))
-        except Exception as error:  # noqa: BLE001 -- a failed or killed job: reported, resubmitted next time
-            reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-            results.append(dict(state="stopped", message=f"job {job.job_id} ended without a result ({reason}); run "
-                                                         "the same sweep again to resume", job=job.job_id))
-    return results

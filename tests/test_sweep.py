@@ -13,7 +13,7 @@ from pathlib import Path
 import filelock
 import pytest
 
-from sgdlab import sweep
+from sgdlab import backends, sweep
 from sgdlab.cli import _parser, main
 from sgdlab.runs import show
 from sgdlab.scoreboard import ResultsChanged, load_results, record_sweep, scoreboard_rows
@@ -121,7 +121,7 @@ BAD_GRIDS = [
 
 @pytest.mark.parametrize("grid, message", BAD_GRIDS, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_a_bad_grid_value_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch, grid, message):
-    monkeypatch.setattr(sweep, "run_local", lambda *a: pytest.fail("a job started"))
+    monkeypatch.setattr(backends, "run_local", lambda *a: pytest.fail("a job started"))
     assert main(["sweep", "trajectory", *SETTINGS, *grid, "--out", str(tmp_path / "sweep")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
@@ -145,7 +145,7 @@ def _fake_backend(calls):
 
 def test_a_point_whose_settings_changed_is_refused_with_the_keys_that_differ(tmp_path, capsys, monkeypatch):
     calls = []
-    monkeypatch.setattr(sweep, "run_local", _fake_backend(calls))
+    monkeypatch.setattr(backends, "run_local", _fake_backend(calls))
     out = str(tmp_path / "sweep")
     assert main(["sweep", "trajectory", *SETTINGS, "--grid", "seed=0,1", "--out", out]) == 0
     manifest = (tmp_path / "sweep" / "sweep.json").read_text()
@@ -155,11 +155,13 @@ def test_a_point_whose_settings_changed_is_refused_with_the_keys_that_differ(tmp
     assert (tmp_path / "sweep" / "sweep.json").read_text() == manifest and len(calls) == 1
     assert main(["sweep", "curvature", "--grid", "seed=0,1", "--out", out]) == 1
     assert "holds a sweep of trajectory" in capsys.readouterr().err
+    assert main(["sweep", "trajectory", *SETTINGS, "--grid", "seed=0,1", "--out", str(tmp_path / "sweep" / "sweep.json")]) == 1
+    assert "is a file, not a directory" in capsys.readouterr().err
 
 
 def test_two_sweeps_on_one_directory_cannot_write_at_once(tmp_path, capsys, monkeypatch):
     calls = []
-    monkeypatch.setattr(sweep, "run_local", _fake_backend(calls))
+    monkeypatch.setattr(backends, "run_local", _fake_backend(calls))
     out = tmp_path / "sweep"
     command = ["sweep", "trajectory", *SETTINGS, "--grid", "seed=0,1", "--out", str(out)]
     assert main(command) == 0
@@ -227,3 +229,10 @@ def test_the_sweep_commands_of_the_readme_and_the_book_name_valid_settings_and_g
         args = _parser().parse_args(command)
         base, grid = sweep.parse_grid(args.experiment, args.preset, args.assignments, args.grid)
         assert len(sweep.expand(base, grid)) > 1, command
+
+
+def test_a_preempted_slurm_job_is_requeued_by_submitits_checkpoint_protocol_with_the_same_point():
+    pytest.importorskip("submitit")
+    job, point = backends.PointJob(), ("walk", "paper", dict(seed=0), "runs/walk/seed-0", False, None)
+    delayed = job.checkpoint(*point)   # what submitit calls on SIGUSR2 (pre-emption, time-out) before requeueing
+    assert delayed.function is job and delayed.args == point and not delayed.kwargs
