@@ -13,7 +13,7 @@ import multiprocessing
 import os
 from pathlib import Path
 
-from .sweep import Options, SweepError, run_point
+from .sweep import Options, SweepError, point_state, run_point
 
 def _slots(workers: int) -> list[dict]:
     """Per worker: the GPU it owns (``CUDA_VISIBLE_DEVICES``), or the CPU cores it is pinned to."""
@@ -104,11 +104,19 @@ def run_submitit(jobs: list[tuple], directory: Path, options: Options) -> list[d
     if not (options.wait or options.cluster == "local"):
         return [dict(state="submitted", message=f"job {job.job_id}", job=job.job_id) for job in submitted]
     results = []
-    for job in submitted:
-        try:
-            results.append(dict(job.result(), job=job.job_id))
-        except Exception as error:  # noqa: BLE001 -- a failed or killed job: reported, resubmitted next time
-            reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-            results.append(dict(state="stopped", message=f"job {job.job_id} ended without a result ({reason}); run "
-                                                         "the same sweep again to resume", job=job.job_id))
+    for job, point in zip(submitted, jobs):
+        job.wait()
+        if job.paths.result_pickle.exists():  # run_point returned (or raised): its outcome
+            try:
+                results.append(dict(job.result(), job=job.job_id))
+                continue
+            except Exception as error:  # noqa: BLE001 -- reported per point, resubmitted next time
+                reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        else:  # killed: no result will come (job.result() would wait for one); the run directory says the rest
+            if point_state(Path(point[3]))["state"] == "finished":
+                results.append(dict(state="finished", message="", job=job.job_id))
+                continue
+            reason = f"state {job.state}"
+        results.append(dict(state="stopped", message=f"job {job.job_id} ended without a result ({reason}); run the "
+                                                     "same sweep again to resume", job=job.job_id))
     return results
