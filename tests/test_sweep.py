@@ -16,7 +16,7 @@ import pytest
 from sgdlab import backends, sweep
 from sgdlab.cli import _parser, main
 from sgdlab.runs import show
-from sgdlab.scoreboard import ResultsChanged, load_results, record_sweep, scoreboard_rows
+from sgdlab.scoreboard import ResultsChanged, load_results, record_sweep, scoreboard_rows, scoreboard_table, sweep_claims
 
 ROOT = Path(__file__).resolve().parents[1]
 # the trajectory experiment at its tiniest: about a second a run, its first checkpoint a quarter of the way in
@@ -210,7 +210,7 @@ def test_a_paper_sweep_fills_the_scoreboards_paper_column_with_its_seeds(tmp_pat
     assert stored["walk-floor-moves"]["values"] == dict(rises=5, falls=7)   # per seed 4 and 6, 6 and 8: means
     row = next(r for r in scoreboard_rows() if r["key"] == "walk-floor-moves")
     assert row["paper"]["seeds"] == 2 and row["gpu"] is None
-    assert "(mean of 2 seeds)" in __import__("sgdlab").scoreboard.scoreboard_table().data
+    assert "(mean of 2 seeds)" in scoreboard_table().data
     changed = _walk_group()
     changed["numbers"]["rises@1"]["values"] = [30, 50]
     with pytest.raises(ResultsChanged, match="walk-floor-moves"):
@@ -236,3 +236,19 @@ def test_a_preempted_slurm_job_is_requeued_by_submitits_checkpoint_protocol_with
     job, point = backends.PointJob(), ("walk", "paper", dict(seed=0), "runs/walk/seed-0", False, None)
     delayed = job.checkpoint(*point)   # what submitit calls on SIGUSR2 (pre-emption, time-out) before requeueing
     assert delayed.function is job and delayed.args == point and not delayed.kwargs
+
+
+def test_a_curvature_sweep_gives_alignment_and_cosine_per_batch_size_for_the_scoreboard():
+    def summary(shift):   # the shape of sgdlab.runs' curvature summary
+        return dict(batch_sizes=[10, 100], **{f"batch {b}": dict(mean_cosine=c + shift, distance=1.0, top_eigenvalue=4.0,
+                                                                   alignment={"10": a + shift, "100": 2 * a, "1347": 3 * a})
+                                               for b, c, a in [(10, 0.1, 1.0), (100, -0.2, 2.0)]})
+    numbers = [sweep.key_numbers("curvature", summary(shift)) for shift in (0.0, 0.5)]
+    assert numbers[0] == {"alignment@10": 1.0, "cosine@10": 0.1, "distance@10": 1.0, "eigenvalue@10": 4.0,
+                          "alignment@100": 4.0, "cosine@100": -0.2, "distance@100": 1.0, "eigenvalue@100": 4.0}
+    points = [dict(name=f"seed-{s}", state="finished", settings=dict(batch_sizes=[10, 100], seed=s), numbers=n)
+              for s, n in enumerate(numbers)]
+    group, = sweep.aggregate(points, "curvature", "paper")
+    claims = sweep_claims(group)
+    assert claims["batch-alignment"] == dict(batch_sizes=[10, 100], alignment=[1.25, 4.0])
+    assert claims["batch-cosine"] == dict(batch_sizes=[10, 100], mean_cosine=pytest.approx([0.35, 0.05]))
