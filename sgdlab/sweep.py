@@ -373,6 +373,13 @@ def key_numbers(experiment: str, summary: dict | None) -> dict:
     number of its summary, by path."""
     if not summary:
         return {}
+    try:
+        return _key_numbers(experiment, summary)
+    except (KeyError, TypeError, AttributeError):  # a summary of another shape: every number it holds
+        return _flatten(summary)
+
+
+def _key_numbers(experiment: str, summary: dict) -> dict:
     if experiment == "walk":
         fields = dict(steps="steps", barriers="barriers", rises="floor_rises", falls="floor_falls", loss="mean_loss")
         return {f"{label}@{row['epoch']}": row[field] for row in summary["census"] for label, field in fields.items()}

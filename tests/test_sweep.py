@@ -153,6 +153,12 @@ def test_a_point_whose_settings_changed_is_refused_with_the_keys_that_differ(tmp
     err = capsys.readouterr().err
     assert "point seed-0 in" in err and "holds other settings: weight_decay (stored 0.001, asked 0.01)" in err
     assert (tmp_path / "sweep" / "sweep.json").read_text() == manifest and len(calls) == 1
+    config = json.loads((tmp_path / "sweep" / "sweep.json").read_text())["points"]["seed-0"]
+    (tmp_path / "sweep" / "seed-0").mkdir()   # a run of other settings written into a point's directory
+    (tmp_path / "sweep" / "seed-0" / "config.json").write_text(json.dumps(dict(
+        experiment="trajectory", preset="quick", settings=dict(config, lr=0.9))))
+    assert main(["sweep", "trajectory", *SETTINGS, "--grid", "seed=0,1", "--out", out]) == 1
+    assert "point seed-0 in" in (err := capsys.readouterr().err) and "lr (stored 0.9, asked 0.2)" in err
     assert main(["sweep", "curvature", "--grid", "seed=0,1", "--out", out]) == 1
     assert "holds a sweep of trajectory" in capsys.readouterr().err
     assert main(["sweep", "trajectory", *SETTINGS, "--grid", "seed=0,1", "--out", str(tmp_path / "sweep" / "sweep.json")]) == 1
@@ -236,6 +242,10 @@ def test_a_preempted_slurm_job_is_requeued_by_submitits_checkpoint_protocol_with
     job, point = backends.PointJob(), ("walk", "paper", dict(seed=0), "runs/walk/seed-0", False, None)
     delayed = job.checkpoint(*point)   # what submitit calls on SIGUSR2 (pre-emption, time-out) before requeueing
     assert delayed.function is job and delayed.args == point and not delayed.kwargs
+
+
+def test_a_summary_of_an_unknown_shape_shows_every_number_it_holds():
+    assert sweep.key_numbers("walk", dict(loss=dict(first=2.0, last=0.5), label="x")) == {"loss/first": 2.0, "loss/last": 0.5}
 
 
 def test_a_curvature_sweep_gives_alignment_and_cosine_per_batch_size_for_the_scoreboard():
