@@ -15,6 +15,9 @@ exits with status 2; an interrupted one (Ctrl-C) with status 130, its status say
 On Colab, point ``--out`` at Google Drive (after ``from google.colab import drive;
 drive.mount("/content/drive")``): ``--out /content/drive/MyDrive/sgdlab-runs/walk-vgg11``,
 so a disconnected session resumes where it stopped.
+
+``sweep EXPERIMENT --grid key=v1,v2 --out DIR`` runs a grid of them, here or on Slurm, and
+``sweep show DIR`` reports it (:mod:`sgdlab.sweep`).
 """
 
 from __future__ import annotations
@@ -93,10 +96,9 @@ def main(argv: list[str] | None = None) -> int:
 # ---------------------------------------------------------------------------------------
 
 def _add_sweep_parser(commands) -> None:
-    from .sweep import _Runs
     sweep = commands.add_parser("sweep", help="run a grid of runs (a process pool or Slurm); `sweep show DIR` reports it")
     kinds = sweep.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT|show")
-    for name in _Runs.experiments():
+    for name in EXPERIMENTS:
         grid = kinds.add_parser(name, help=f"a grid of {name} runs, one run directory per point under --out")
         grid.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                           help="one setting's values (lists: separated by ;); repeat for more: every combination runs")

@@ -67,10 +67,6 @@ class _Runs:
         return runs
 
     @classmethod
-    def experiments(cls) -> tuple[str, ...]:
-        return tuple(cls._module().EXPERIMENTS)
-
-    @classmethod
     def settings(cls, experiment: str, preset: str | None, assignments: list[str]) -> dict:
         """The preset's settings with ``key=value`` assignments, each read as its declared type."""
         from .presets import get_preset
