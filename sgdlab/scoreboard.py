@@ -19,6 +19,10 @@ What :func:`record` does with a value:
 * with the environment variable ``SGDLAB_RESULTS=update``, every value is written over the
   stored one (after a change that moves a number on purpose: ``SGDLAB_RESULTS=update make book``).
 
+A paper-preset sweep (:mod:`sgdlab.sweep`) fills the ``paper`` column with
+:func:`record_sweep`: each claim computed per seed from the sweep's key numbers, averaged
+over the seeds, and stored with their number, which the table shows.
+
 Files live in ``SGDLAB_RESULTS_DIR`` when set, else in ``results/`` of the repository sgdlab
 runs from, else in ``./sgdlab-results/`` (an installed copy, as on Colab).
 """
@@ -179,6 +183,10 @@ def record(key: str, preset: str, **values) -> bool:
     Returns whether they agree with the paper's claim. See the module docstring for when a
     value is written and when it is checked.
     """
+    return _record(key, preset, values)
+
+
+def _record(key: str, preset: str, values: dict, seeds: int | None = None) -> bool:
     if key not in CLAIMS_BY_KEY:
         raise ValueError(f"key={key!r} is not a claim of the scoreboard; choose one of: {', '.join(CLAIMS_BY_KEY)}")
     claim = CLAIMS_BY_KEY[key]
@@ -195,9 +203,55 @@ def record(key: str, preset: str, **values) -> bool:
         return agrees
     if stored is None and preset == "quick" and not update and (results_dir() / "quick.json").exists():
         raise ResultsChanged(f"claim {key!r} has no stored quick result; record it with SGDLAB_RESULTS=update make book")
-    _write(preset, key, dict(values=values, agrees=agrees, recorded=dict(
-        date=datetime.date.today().isoformat(), machine=platform.platform(), python=platform.python_version())))
+    entry = dict(values=values, agrees=agrees, recorded=dict(
+        date=datetime.date.today().isoformat(), machine=platform.platform(), python=platform.python_version()))
+    if seeds is not None:
+        entry["seeds"] = seeds
+    _write(preset, key, entry)
     return agrees
+
+
+def _walk_claims(numbers: dict) -> dict:
+    epochs = sorted(int(name.split("@")[1]) for name in numbers if name.startswith("steps@"))
+    return {"walk-rare-barriers": dict(largest_share=max(numbers[f"barriers@{e}"] / numbers[f"steps@{e}"] for e in epochs),
+                                       steps=sum(numbers[f"steps@{e}"] for e in epochs)),
+            "walk-floor-moves": dict(rises=sum(numbers[f"rises@{e}"] for e in epochs),
+                                     falls=sum(numbers[f"falls@{e}"] for e in epochs))}
+
+
+def _curvature_claims(numbers: dict, sizes: list) -> dict:
+    return {"batch-alignment": dict(batch_sizes=sizes, alignment=[numbers[f"alignment@{b}"] for b in sizes]),
+            "batch-cosine": dict(batch_sizes=sizes, mean_cosine=[numbers[f"cosine@{b}"] for b in sizes])}
+
+
+def sweep_claims(group: dict) -> dict:
+    """The claims' values from one group of a sweep's aggregates (``sgdlab.sweep.show(DIR)["aggregates"]``):
+    each claim computed per seed from that seed's key numbers, then averaged over the seeds.
+    A walk sweep gives ``walk-rare-barriers`` and ``walk-floor-moves``; a curvature sweep
+    ``batch-alignment`` and ``batch-cosine``. Claim key -> values."""
+    seeds = len(group["seeds"])
+    if seeds == 0:
+        raise ValueError(f"sweep group {group['name']!r} has no finished point: nothing to record")
+    per_seed = [{name: entry["values"][i] for name, entry in group["numbers"].items()} for i in range(seeds)]
+    if group["experiment"] == "walk":
+        claims = [_walk_claims(numbers) for numbers in per_seed]
+    elif group["experiment"] == "curvature":
+        claims = [_curvature_claims(numbers, group["settings"]["batch_sizes"]) for numbers in per_seed]
+    else:
+        raise ValueError(f"a {group['experiment']} sweep measures no claim of the scoreboard; walk and curvature sweeps do")
+    def mean(values):
+        return [mean(list(v)) for v in zip(*values)] if isinstance(values[0], list) else sum(values) / len(values)
+    return {key: {name: mean([c[key][name] for c in claims]) for name in claims[0][key]} for key in claims[0]}
+
+
+def record_sweep(group: dict) -> dict:
+    """Record a paper-preset sweep's aggregated numbers (one group of ``sgdlab.sweep.show(DIR)["aggregates"]``,
+    e.g. the seeds of VGG-11's walk) as the scoreboard's ``paper`` column, with the number of seeds;
+    checked against the stored result like :func:`record`. Claim key -> whether it agrees."""
+    if group.get("preset") != "paper":
+        raise ValueError(f"sweep group {group.get('name')!r} ran with preset {group.get('preset')!r}; only a paper-preset "
+                         "sweep fills the scoreboard's paper column")
+    return {key: _record(key, "paper", values, seeds=len(group["seeds"])) for key, values in sweep_claims(group).items()}
 
 
 def _write(preset: str, key: str, entry: dict) -> None:
@@ -221,7 +275,8 @@ def scoreboard_rows(directory: Path | None = None) -> list[dict]:
         row = dict(key=claim.key, chapter=claim.chapter, source=claim.source, claim=claim.paper)
         for preset in PRESET_NAMES:
             entry = stored[preset].get(claim.key)
-            row[preset] = None if entry is None else dict(shown=claim.show(entry["values"]), agrees=entry["agrees"])
+            row[preset] = None if entry is None else dict(shown=claim.show(entry["values"]), agrees=entry["agrees"],
+                                                          seeds=entry.get("seeds"))
         rows.append(row)
     return rows
 
@@ -233,7 +288,8 @@ def scoreboard_table(directory: Path | None = None):
     def cell(result):
         if result is None:
             return "not run yet"
-        return f"{'✓ agrees' if result['agrees'] else '✗ disagrees'}: {result['shown']}".replace("|", "\\|")
+        seeds = f" (mean of {result['seeds']} seeds)" if result.get("seeds") else ""
+        return f"{'✓ agrees' if result['agrees'] else '✗ disagrees'}: {result['shown']}{seeds}".replace("|", "\\|")
 
     lines = ["| the claim | where | our quick result (CPU) | gpu preset | paper preset |", "|---|---|---|---|---|"]
     for row in scoreboard_rows(directory):
