@@ -27,6 +27,7 @@ import argparse
 import json
 import sys
 
+from . import sweep
 from .experiments import EXPERIMENTS
 from .presets import PRESETS, get_preset
 from .runs import RunError, show, start
@@ -137,7 +138,6 @@ def _add_sweep_parser(commands) -> None:
 
 
 def _sweep_main(args) -> int:
-    from . import sweep
     try:
         if args.experiment == "show":
             shown = sweep.show(args.directory)

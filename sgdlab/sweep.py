@@ -44,7 +44,11 @@ from pathlib import Path
 
 import filelock
 
+from . import runs
+from .experiments import EXPERIMENTS
 from .files import write_text_atomic
+from .presets import get_preset
+from .settings import apply_settings, as_settings, config_from_settings
 
 MANIFEST = "sweep.json"
 SEED_KEY = "seed"  # the setting aggregated over (mean ± standard deviation)
@@ -59,50 +63,47 @@ class SweepError(ValueError):
 # ---------------------------------------------------------------------------------------
 
 class _Runs:
-    """What a sweep asks of single runs; nothing else in this module imports :mod:`sgdlab.runs`."""
+    """What a sweep asks of single runs; nothing else in this module touches :mod:`sgdlab.runs`.
+
+    A point's settings are the plain JSON form of the experiment's ``Config``
+    (:func:`sgdlab.settings.as_settings`), as its run directory stores them.
+    """
 
     @staticmethod
-    def _module():
-        from . import runs
-        return runs
-
-    @classmethod
-    def settings(cls, experiment: str, preset: str | None, assignments: list[str]) -> dict:
+    def settings(experiment: str, preset: str | None, assignments: list[str]) -> dict:
         """The preset's settings with ``key=value`` assignments, each read as its declared type."""
-        from .presets import get_preset
-        runs = cls._module()
+        module = EXPERIMENTS[experiment]
         try:
-            return runs.parse_settings(runs.EXPERIMENTS[experiment], get_preset(preset), assignments)
-        except runs.RunError as error:
+            config = apply_settings(getattr(get_preset(preset), module.NAME), assignments, module.CHOICES)
+        except ValueError as error:
             raise SweepError(str(error)) from None
+        return as_settings(config)
 
-    @classmethod
-    def check(cls, experiment: str, settings: dict, download: bool) -> None:
+    @staticmethod
+    def check(experiment: str, settings: dict, download: bool) -> None:
         """The experiment's own checks of one point (data and model prepared; nothing written)."""
-        runs = cls._module()
+        module = EXPERIMENTS[experiment]
         try:
-            runs.EXPERIMENTS[experiment].prepare(settings, download)
+            module.prepare(config_from_settings(module.Config, settings), download=download)
         except (runs.RunError, ValueError, FileNotFoundError) as error:
             raise SweepError(str(error)) from None
 
-    @classmethod
-    def start(cls, experiment: str, preset: str, settings: dict, out: Path, download: bool) -> dict:
-        from .presets import get_preset
-        runs = cls._module()
-        return runs.start(runs.EXPERIMENTS[experiment], get_preset(preset), settings, out, download=download,
-                          progress=False)
+    @staticmethod
+    def start(experiment: str, preset: str, settings: dict, out: Path, download: bool) -> dict:
+        module = EXPERIMENTS[experiment]
+        return runs.start(module, get_preset(preset), config_from_settings(module.Config, settings), out,
+                          download=download, progress=False)
 
-    @classmethod
-    def show(cls, out: Path) -> dict:
-        return cls._module().show(out)
+    @staticmethod
+    def show(out: Path) -> dict:
+        return runs.show(out)
 
-    @classmethod
-    def lock_file(cls, out: Path) -> Path:
-        return Path(out) / cls._module().LOCK_FILE
+    @staticmethod
+    def lock_file(out: Path) -> Path:
+        return Path(out) / runs.LOCK_FILE
 
-    @classmethod
-    def errors(cls) -> tuple:
-        runs = cls._module()
+    @staticmethod
+    def errors() -> tuple:
         return (runs.RunError, ValueError, FileNotFoundError)
 
 
@@ -294,7 +295,6 @@ def sweep(experiment: str, preset: str | None, assignments: list[str], grid: lis
           options: Options = Options()) -> list[dict]:
     """Validate the grid, record it in the manifest, and run (local) or submit (slurm) the points that are
     not finished. Returns one outcome per point: ``name``, ``state``, ``message``."""
-    from .presets import get_preset
     preset = get_preset(preset).name
     base, values = parse_grid(experiment, preset, assignments, grid)
     points = expand(base, values)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import filelock
 import pytest
+import torch
 
 from sgdlab import backends, sweep
 from sgdlab.cli import _parser, main
@@ -30,6 +31,8 @@ KILLED = POINTS[0]
 def single_runs(tmp_path_factory):
     """params_sha256 of each point run alone (``python -m sgdlab run``), on the CPU with one thread."""
     out = tmp_path_factory.mktemp("single")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the sweep's workers (--threads 1): float sums depend on the thread count
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SGDLAB_DEVICE", "cpu")
         fingerprints = {}
@@ -38,6 +41,7 @@ def single_runs(tmp_path_factory):
             assert main(["run", "trajectory", "--preset", "quick", *SETTINGS, "--set", f"lr={lr}", "--set", f"seed={seed}",
                          "--no-progress", "--out", str(out / name)]) == 0
             fingerprints[name] = show(out / name)["params_sha256"]
+    torch.set_num_threads(threads)
     return fingerprints
 
 
