@@ -5,7 +5,7 @@ ways the CPU would have shown: the paper's MLP has BatchNorm, whose integer buff
 ``num_batches_tracked`` cannot be differentiated. Each test takes the gpu preset's
 architecture for a chapter and calls the package functions that chapter calls, with a
 few examples and steps instead of MNIST and CIFAR-10 (stand-in files in the real formats,
-read by the real loaders). Seconds each.
+read by the real loaders). Seconds each; on ``SGDLAB_TEST_DEVICE`` like every unit test.
 """
 
 import pytest
@@ -27,13 +27,13 @@ def standin_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def mnist(standin_root):
-    return sgdlab.load_dataset(GPU.mlp_dataset, root=standin_root, device="cpu")
+def mnist(standin_root, device):
+    return sgdlab.load_dataset(GPU.mlp_dataset, root=standin_root, device=device)
 
 
 @pytest.fixture(scope="module")
-def cifar(standin_root):
-    return sgdlab.load_dataset(GPU.cnn_dataset, root=standin_root, device="cpu")
+def cifar(standin_root, device):
+    return sgdlab.load_dataset(GPU.cnn_dataset, root=standin_root, device=device)
 
 
 @pytest.fixture(autouse=True)

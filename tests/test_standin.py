@@ -21,8 +21,9 @@ def root(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name, shape", [("mnist", (1, 28, 28)), ("cifar10", (3, 32, 32))])
-def test_standin_files_round_trip_through_the_real_loaders(root, name, shape):
-    data = sgdlab.load_dataset(name, root=root, device="cpu")
+def test_standin_files_round_trip_through_the_real_loaders(root, name, shape, device):
+    data = sgdlab.load_dataset(name, root=root, device=device)
+    assert data.device.type == device.type
     assert data.standin and name in standin.loaded and "STAND-IN" in repr(data)
     assert data.input_shape == shape and data.n_train in (50, 60) and len(data.x_test) == 20
     assert sorted(data.y_train.tolist()) == sorted([i % 10 for i in range(data.n_train)])  # balanced classes
@@ -44,12 +45,12 @@ def test_real_files_are_never_overwritten(tmp_path):
     assert not standin.is_standin("mnist", tmp_path)
 
 
-def test_a_chapter_on_standins_says_so_first_and_records_nothing(root, monkeypatch, capsys, tmp_path):
+def test_a_chapter_on_standins_says_so_first_and_records_nothing(root, monkeypatch, capsys, tmp_path, device):
     monkeypatch.setenv("SGDLAB_DATA", str(root))
     monkeypatch.setenv("SGDLAB_RESULTS_DIR", str(tmp_path))
     sgdlab.setup_chapter("gpu")
     assert "STAND-IN DATA for cifar10, mnist" in capsys.readouterr().out.splitlines()[0]
-    sgdlab.load_dataset("mnist", device="cpu")
+    sgdlab.load_dataset("mnist", device=device)
     scoreboard.record("smoothing-escape", "gpu", gd_share=0.1, sgd_share=0.9)
     assert "not recorded: this run used stand-in data (mnist)" in capsys.readouterr().out
     assert not (tmp_path / "gpu.json").exists()
