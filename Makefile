@@ -4,7 +4,8 @@
 #               preset quick, CPU; --dist loadfile
 #               keeps all cells of a notebook on one worker, in order; then build the book and
 #               open every page in headless Chromium, offline (browser/, needs /usr/bin/chromium)
-# Extra: make student (the book without solutions or answers, into _build/student/_build/html, and
+# Extra: make test-gpu (on a CUDA machine: unit tests on CUDA, every chapter on the gpu preset, a table),
+#        make student (the book without solutions or answers, into _build/student/_build/html, and
 #        the notebooks a class opens, _build/student/student-notebooks.zip),
 #        make bench (installs the peer libraries of bench/requirements.txt, runs every
 #        bench/*.py -> bench/results/*.json), make dist (the package's wheel and sdist into
@@ -37,7 +38,7 @@ endif
 # one thread per process: tiny models run faster so, and make test runs two workers on two cores
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: book student test bench dist clean web-static
+.PHONY: book student test test-gpu bench dist clean web-static
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -78,6 +79,11 @@ test: $(STAMP)
 	$(MAKE) book
 	$(MAKE) student
 	$(BIN)/python -m pytest browser
+
+# on a CUDA machine: the unit tests on CUDA, then every chapter on the gpu preset, and one table
+# (tools/gpu_check.py; stand-in MNIST/CIFAR-10 are written where the real files are absent)
+test-gpu: $(STAMP)
+	SGDLAB_PRESET=gpu SGDLAB_DEVICE=cuda SGDLAB_PROGRESS=1 $(BIN)/python tools/gpu_check.py
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -r bench/requirements.txt

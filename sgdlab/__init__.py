@@ -21,6 +21,7 @@ from .params import (
     norm,
     num_parameters,
 )
+from .per_example import per_example_gradients
 from .permutation import (
     PermutationSpec,
     activation_matching,
@@ -46,7 +47,7 @@ __all__ = [
     "barrier_height", "crosses_barrier", "interpolate", "lmc_barrier", "record_walk",
     "clone_params", "default_device", "describe", "distance", "flatten", "full_loss",
     "get_preset", "lerp", "load_dataset", "loss_and_accuracy", "make_model", "model_params",
-    "experiments", "norm", "num_parameters", "plots", "train",
+    "experiments", "norm", "num_parameters", "per_example_gradients", "plots", "train",
     "PermutationSpec", "activation_matching", "apply_permutation", "identity_permutation", "inverse_permutation",
     "permutation_spec", "random_permutation", "weight_matching", "SeedsResult", "train_seeds", "toy", "StabilityRecorder", "StabilityResult",
     "scoreboard", "selfcheck", "setup_chapter", "widgets",

@@ -43,6 +43,8 @@ import numpy as np
 import torch
 
 from .devices import check_device, default_device
+from .standin import is_standin, unchecked
+from .standin import loaded as loaded_standins
 
 DATASETS = ("digits", "mnist1d", "moons", "spirals", "mnist", "fashion-mnist", "cifar10", "cifar100")
 TORCHVISION_DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100")
@@ -99,6 +101,7 @@ class Dataset:
     y_test: torch.Tensor
     num_classes: int
     augmentation: Augmentation | None = None
+    standin: bool = False   # synthetic files in the real format (sgdlab.standin): not the real data
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -119,7 +122,7 @@ class Dataset:
         return dataclasses.replace(self, **move)
 
     def __repr__(self) -> str:
-        return (f"Dataset({self.name!r}: {self.n_train} train / {len(self.x_test)} test examples "
+        return (f"Dataset({self.name!r}{' STAND-IN' if self.standin else ''}: {self.n_train} train / {len(self.x_test)} test examples "
                 f"of shape {self.input_shape}, {self.num_classes} classes, on {self.device})")
 
 
@@ -267,6 +270,9 @@ def _load_torchvision(name: str, root: Path, download: bool) -> Dataset:
         raise FileNotFoundError(f"the data folder {root} (root=, or the SGDLAB_DATA variable) is a file, not a folder; "
                                 "point it at a folder")
     cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}[name]
+    standin = is_standin(name, root)
+    if standin and name.startswith("cifar"):
+        cls = unchecked(cls)  # a stand-in cannot match the real files' MD5 sums
     try:
         train, test = cls(str(root), train=True, download=download), cls(str(root), train=False, download=download)
     except (RuntimeError, OSError) as error:  # OSError: an unwritable root, a full disk, no network
@@ -286,9 +292,12 @@ def _load_torchvision(name: str, root: Path, download: bool) -> Dataset:
         prepare = lambda images: (np.asarray(images, dtype=np.float32) / 255.0 - 0.5)[:, None, :, :]
         augmentation, num_classes = None, 10
     keep = slice(0, PAPER_TRAIN_SIZE)
-    return _as_dataset(
+    dataset = _as_dataset(
         name,
         prepare(train.data[keep]), np.asarray(train.targets)[keep],
         prepare(test.data), np.asarray(test.targets),
         num_classes, augmentation,
     )
+    if standin:
+        loaded_standins.add(name)
+    return dataclasses.replace(dataset, standin=standin)
