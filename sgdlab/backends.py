@@ -44,6 +44,12 @@ def _default_workers() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 1
 
 
+def runner(backend: str):
+    """The function that runs a sweep's jobs on ``backend``: ``"local"`` (:func:`run_local`) or
+    ``"slurm"`` (:func:`run_submitit`); :func:`sgdlab.sweep.sweep` takes it as ``run_jobs``."""
+    return run_local if backend == "local" else run_submitit
+
+
 def run_local(jobs: list[tuple], directory: Path, options: Options) -> list[dict]:
     """Run the points on a process pool of ``options.workers`` workers, each owning a GPU or a group of
     cores. A worker that dies (SIGKILL, out of memory) breaks the pool: the points left are reported

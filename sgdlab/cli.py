@@ -27,7 +27,7 @@ import argparse
 import json
 import sys
 
-from . import sweep
+from . import backends, sweep
 from .experiments import EXPERIMENTS
 from .presets import PRESETS, get_preset
 from .runs import RunError, show, start
@@ -151,7 +151,8 @@ def _sweep_main(args) -> int:
         options = sweep.Options(backend=args.backend, workers=args.workers, threads=threads, download=args.download,
                                 cluster=args.cluster, partition=args.partition, time_min=args.time, gpus=args.gpus,
                                 cpus=args.cpus, mem_gb=args.mem, wait=args.wait)
-        outcomes = sweep.sweep(args.experiment, args.preset, args.assignments, args.grid, args.out, options)
+        outcomes = sweep.sweep(args.experiment, args.preset, args.assignments, args.grid, args.out, options,
+                               run_jobs=backends.runner(args.backend))
     except (RunError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

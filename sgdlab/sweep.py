@@ -41,6 +41,7 @@ import os
 import re
 import statistics
 from pathlib import Path
+from typing import Callable
 
 import filelock
 
@@ -292,9 +293,10 @@ class Options:
 
 
 def sweep(experiment: str, preset: str | None, assignments: list[str], grid: list[str], out: str | Path,
-          options: Options = Options()) -> list[dict]:
+          options: Options, run_jobs: Callable[[list[tuple], Path, Options], list[dict]]) -> list[dict]:
     """Validate the grid, record it in the manifest, and run (local) or submit (slurm) the points that are
-    not finished. Returns one outcome per point: ``name``, ``state``, ``message``."""
+    not finished, with ``run_jobs`` (:func:`sgdlab.backends.runner` of ``options.backend``). Returns one
+    outcome per point: ``name``, ``state``, ``message``."""
     preset = get_preset(preset).name
     base, values = parse_grid(experiment, preset, assignments, grid)
     points = expand(base, values)
@@ -330,9 +332,7 @@ def sweep(experiment: str, preset: str | None, assignments: list[str], grid: lis
             backend=options.backend, points=[p.name for p in todo]))
         write_text_atomic(directory / MANIFEST, json.dumps(manifest, indent=1))
         if todo:
-            from . import backends
-            run = backends.run_local if options.backend == "local" else backends.run_submitit
-            results = run(jobs, directory, options)
+            results = run_jobs(jobs, directory, options)
             for point, result in zip(todo, results):
                 outcomes[point.name] = dict(name=point.name, **result)
             if options.backend == "slurm":

@@ -12,12 +12,12 @@ import sys
 import torch
 
 from sgdlab.cli import main
-from sgdlab.experiments import EXPERIMENTS
-from sgdlab.data import Dataset
+from sgdlab.data import Dataset, load_dataset
+from sgdlab.experiments import EXPERIMENTS, common
 
 SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # the side of CIFAR's images: STANDIN_SIDE
 TINY = {"vgg11": dict(width=1 / 16)}
-_load, _make = EXPERIMENTS["walk"].load_dataset, EXPERIMENTS["walk"].make_model
+_load, _make = load_dataset, EXPERIMENTS["walk"].make_model
 
 
 def standin_dataset(name, **options):
@@ -38,9 +38,10 @@ def tiny_model(arch, data, **options):
 
 def install(monkeypatch=None):
     """Put the stand-ins in every experiment (through ``monkeypatch`` when given, so a test undoes it)."""
-    for module in EXPERIMENTS.values():
-        for name, standin in (("load_dataset", standin_dataset), ("make_model", tiny_model)):
-            monkeypatch.setattr(module, name, standin) if monkeypatch else setattr(module, name, standin)
+    places = [(common, "load_dataset", standin_dataset)]  # every experiment loads its data there
+    places += [(module, "make_model", tiny_model) for module in EXPERIMENTS.values()]
+    for module, name, standin in places:
+        monkeypatch.setattr(module, name, standin) if monkeypatch else setattr(module, name, standin)
 
 
 if __name__ == "__main__":

@@ -13,15 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checks import check_choice, check_counts
 from ..curvature import GradientCosineRecorder, alignment, top_eigenvalues
-from ..data import DATASETS, Dataset, load_dataset
+from ..data import DATASETS, Dataset
 from ..files import append_log, load_tensors, write_atomic
 from ..models import ARCHITECTURES, make_model
 from ..params import model_params
 from ..train import check_train_arguments, save_atomic
 from ..trajectory import DistanceFromInitRecorder
-from .common import state_of, train_part
+from .common import checked_data, state_of, train_part
 
 NAME = "curvature"
 CHOICES = dict(arch=ARCHITECTURES, dataset=tuple(DATASETS))
@@ -79,14 +78,7 @@ class Result:
 
 def prepare(config: Config, *, data: Dataset | None = None, download: bool = False) -> Dataset:
     """The training set, once every setting of ``config`` is checked; writes nothing."""
-    for key, allowed in CHOICES.items():
-        check_choice(key, getattr(config, key), allowed)
-    for key in ("batch_sizes", "steps", "batches", "hessian_examples"):
-        check_counts(key, getattr(config, key))
-    if data is None:
-        data = load_dataset(config.dataset, download=download)
-    elif data.name != config.dataset:
-        raise ValueError(f"data is {data.name!r} but config.dataset={config.dataset!r}: pass the same data set")
+    data = checked_data(config, CHOICES, ("batch_sizes", "steps", "batches", "hessian_examples"), data, download)
     model = make_model(config.arch, data, seed=config.seed)
     for b in config.batch_sizes:
         check_train_arguments(model, data, lr=config.lr, batch_size=b, steps=config.steps, seed=config.seed)

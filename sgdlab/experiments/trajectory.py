@@ -15,14 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checks import check_choice, check_counts
-from ..data import DATASETS, Dataset, load_dataset, steps_per_epoch
+from ..data import DATASETS, Dataset, steps_per_epoch
 from ..files import append_log, load_tensors, write_atomic
 from ..models import ARCHITECTURES, make_model
 from ..settings import as_settings
 from ..train import check_train_arguments, save_atomic
 from ..trajectory import DamagedSnapshots, LawFit, SnapshotRecorder, Trajectory, fit_power_law
-from .common import state_of, train_part
+from .common import checked_data, state_of, train_part
 
 NAME = "trajectory"
 CHOICES = dict(arch=ARCHITECTURES, dataset=tuple(DATASETS))
@@ -77,14 +76,7 @@ class Result:
 
 def prepare(config: Config, *, data: Dataset | None = None, download: bool = False) -> Dataset:
     """The training set, once every setting of ``config`` is checked; writes nothing."""
-    for key, allowed in CHOICES.items():
-        check_choice(key, getattr(config, key), allowed)
-    for key in ("epochs", "every"):
-        check_counts(key, getattr(config, key))
-    if data is None:
-        data = load_dataset(config.dataset, download=download)
-    elif data.name != config.dataset:
-        raise ValueError(f"data is {data.name!r} but config.dataset={config.dataset!r}: pass the same data set")
+    data = checked_data(config, CHOICES, ("epochs", "every"), data, download)
     model = make_model(config.arch, data, seed=config.seed)
     for seed in (config.seed, config.seed + 1):  # the plateau, then the recorded phase
         batch_size = check_train_arguments(model, data, lr=config.lr, batch_size=config.batch_size,

@@ -14,14 +14,13 @@ import numpy as np
 
 from .. import plots
 from ..callbacks import History, check_not_diverged
-from ..checks import check_choice, check_counts
-from ..data import DATASETS, Dataset, load_dataset
+from ..data import DATASETS, Dataset
 from ..files import load_tensors
 from ..models import ARCHITECTURES, make_model
 from ..params import BN_MODES
 from ..train import check_train_arguments, save_atomic
 from ..walk import WalkRecorder, WalkResult, check_eval_examples, record_walk
-from .common import CHECKPOINT_EVERY, state_of
+from .common import CHECKPOINT_EVERY, checked_data, state_of
 
 NAME = "walk"
 CHOICES = dict(arch=ARCHITECTURES, dataset=tuple(DATASETS), bn=BN_MODES)
@@ -82,14 +81,7 @@ class Result:
 
 def prepare(config: Config, *, data: Dataset | None = None, download: bool = False) -> Dataset:
     """The training set, once every setting of ``config`` is checked; writes nothing."""
-    for key, allowed in CHOICES.items():
-        check_choice(key, getattr(config, key), allowed)
-    for key in ("epochs", "train_epochs", "steps"):
-        check_counts(key, getattr(config, key))
-    if data is None:
-        data = load_dataset(config.dataset, download=download)
-    elif data.name != config.dataset:
-        raise ValueError(f"data is {data.name!r} but config.dataset={config.dataset!r}: pass the same data set")
+    data = checked_data(config, CHOICES, ("epochs", "train_epochs", "steps"), data, download)
     WalkRecorder(config.epochs, steps=config.steps, bn=config.bn)  # its constructor checks epochs, steps and bn
     check_eval_examples(config.eval_examples, data)
     model = make_model(config.arch, data, seed=config.seed)
