@@ -22,7 +22,7 @@ def per_example_gradients(model: torch.nn.Module, params: Params, x: torch.Tenso
     """Gradients of each example's cross-entropy, shape (N, P), on the data's device.
 
     Row i is the gradient of the loss of example i with respect to the trainable parameters
-    (``model.named_parameters()``, in that order, flattened as :func:`sgdlab.flatten` flattens
+    (``model.named_parameters()``, in that order, flattened as :func:`sgdlab.params.flatten` flattens
     ``model_params(model, buffers=False)``), at ``params``; buffers in ``params`` (BatchNorm
     statistics) are constants. The mean of the rows is the gradient of the mean loss in eval
     mode. Examples are processed ``chunk_size`` at a time (memory: about ``chunk_size`` times

@@ -2,7 +2,7 @@
 
 A GPU machine without network cannot download the papers' data sets. :func:`write_standins`
 writes, where the real files are absent, files that torchvision (and so
-:func:`sgdlab.load_dataset`) reads exactly as it reads the real ones, at full size by
+:func:`sgdlab.data.load_dataset`) reads exactly as it reads the real ones, at full size by
 default:
 
 * MNIST: ``MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`` (and their ``.gz``, as a
@@ -14,7 +14,7 @@ Each class has its own fixed pattern (a few smooth bumps); an image is its class
 randomly shifted, plus noise, so that the papers' networks learn it, but the numbers
 measured on it are not the papers' data. A marker file ``SGDLAB_STANDIN`` beside the files
 says so: a loaded stand-in is flagged (``Dataset.standin``), a chapter's first line says it
-(:func:`sgdlab.setup_chapter`), and :func:`sgdlab.scoreboard.record` records nothing while
+(:func:`sgdlab.chapter.setup_chapter`), and :func:`sgdlab.scoreboard.record` records nothing while
 one is loaded. CIFAR-10's real files are checked against MD5 sums by torchvision; a
 stand-in folder, marked, is read without that check.
 """

@@ -1,11 +1,11 @@
 """One training loop for mini-batch SGD, full-batch GD, momentum, Adam and RMSProp.
 
 ``train(model, dataset, lr=..., batch_size=..., epochs=...)`` trains the model in place and
-returns a :class:`History`. Optimisers come from ``torch.optim`` and learning-rate schedules
+returns a :class:`~sgdlab.callbacks.History`. Optimisers come from ``torch.optim`` and learning-rate schedules
 from ``torch.optim.lr_scheduler``; nothing here re-implements them.
 
-Callbacks (recorders) watch every step through :class:`Callback`'s hooks and may stop the run
-by raising :class:`StopTraining`; they never change the loop otherwise.
+Callbacks (recorders) watch every step through :class:`~sgdlab.callbacks.Callback`'s hooks and may stop the run
+by raising :class:`~sgdlab.callbacks.StopTraining`; they never change the loop otherwise.
 
 Conventions
 -----------
@@ -19,7 +19,7 @@ Conventions
   initialisation is fixed by ``make_model(..., seed=...)``. On the CPU the same seeds give
   bit-identical runs.
 * Resuming: with ``checkpoint=PATH`` the run's whole state (model, optimiser, schedule, data
-  generator and the epoch's data order, history and the callbacks' :meth:`Callback.state_dict`)
+  generator and the epoch's data order, history and the callbacks' :meth:`~sgdlab.callbacks.Callback.state_dict`)
   is written to ``PATH`` after every completed epoch (and, if asked, every so many steps or
   minutes), atomically: a temporary file, flushed to disk, then renamed; calling ``train`` again with the same arguments
   and ``PATH`` continues from the last completed epoch and ends exactly as an uninterrupted
@@ -205,7 +205,7 @@ def train(
     checkpoint_every: int | None = None,
     checkpoint_minutes: float | None = None,
 ) -> History:
-    """Train ``model`` in place on ``dataset`` and return its :class:`History`.
+    """Train ``model`` in place on ``dataset`` and return its :class:`~sgdlab.callbacks.History`.
 
     Exactly one of ``epochs`` and ``steps`` says how long. ``lr`` is the (initial) learning
     rate; ``schedule`` changes it over time (see :func:`make_schedule`). ``evaluate=False``
