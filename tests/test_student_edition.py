@@ -161,3 +161,11 @@ def test_answer_values_are_lines_and_precise_numbers_that_the_chapter_does_not_s
     (tmp_path / "walk.ipynb").write_text(json.dumps(executed))
     values = student_leaks.answer_values(tmp_path)
     assert "the answer is 0.420" in values and "0.42042" in values and "0.420" not in values
+
+
+def test_links_to_pages_the_student_book_leaves_out_become_plain_text():
+    from student_edition import unlink_teacher_pages
+
+    text = ("at most 90 s ({doc}`measured <build_report>`); see {doc}`build_report`, "
+            "and {doc}`the walk <walk>`.")
+    assert unlink_teacher_pages(text) == "at most 90 s (measured); see build report, and {doc}`the walk <walk>`."

@@ -47,6 +47,7 @@ ZIP_NAME = "student-notebooks.zip"
 SOLUTION_BLOCK = re.compile(r"^(:{3,})\{solution\}.*?^\1[ \t]*$\n?", re.S | re.M)
 EXERCISE_BLOCK = re.compile(r"^(:{3,})\{exercise\}[^\n]*\n((?::[\w-]+:[^\n]*\n)*)\n?(.*?)^\1[ \t]*$", re.S | re.M)
 ROLE = re.compile(r"\{(term|doc|ref|numref|eq)\}`([^`<]*?)\s*(?:<[^`>]*>)?`")
+DOC_LINK = re.compile(r"\{doc\}`(?:([^`<]*?)\s*<([^`>]*)>|([^`<>]*))`")
 CITE = re.compile(r"\{cite(?::\w+)?\}`([^`]*)`")
 
 
@@ -57,6 +58,17 @@ def tags(cell: dict) -> list[str]:
 def strip_solutions(markdown: str) -> str:
     """``markdown`` without its ``:::{solution}`` blocks (a page's, or a stray one in a cell)."""
     return SOLUTION_BLOCK.sub("", markdown)
+
+
+def unlink_teacher_pages(markdown: str) -> str:
+    """``markdown`` with its ``{doc}`` links to the pages the student book leaves out
+    (``TEACHER_ONLY``) turned into plain text, so that nothing links to a missing page."""
+    def plain(match):
+        label, target = match.group(1), match.group(2) or match.group(3)
+        if f"book/{target.rsplit('/', 1)[-1]}" not in TEACHER_ONLY:
+            return match.group(0)
+        return label or target.rsplit("/", 1)[-1].replace("_", " ")
+    return DOC_LINK.sub(plain, markdown)
 
 
 def as_plain_markdown(markdown: str) -> str:
@@ -152,7 +164,7 @@ def write_edition(out: Path, *, executed_dir: Path = EXECUTED, book: Path = ROOT
     shutil.copy(out / ZIP_NAME, src / "book" / ZIP_NAME)
     for path in sorted(book.iterdir()):
         if path.suffix == ".md":
-            text = strip_solutions(path.read_text())
+            text = unlink_teacher_pages(strip_solutions(path.read_text()))
             if path.stem == "intro":
                 text += INTRO_NOTE.format(zip_name=ZIP_NAME)
             (src / "book" / path.name).write_text(text)
