@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 from student_edition import EXECUTED, HIDDEN, tags  # noqa: E402
 
-MARKUP = re.compile(r"\$[^$]*\$|`[^`]*`|\{[^}]*\}|[*_#>\[\]()<>:|]|\\\w+")
+MARKUP = re.compile(r"https?://\S+|\$[^$]*\$|`[^`]*`|\{[^}]*\}|[*_#>\[\]()<>:|]|\\\w+")  # links are no solution text
 NUMBER = re.compile(r"(?<![\w.])\d*\.\d{2,}(?![\w.])|(?<![\w.])\d{3,}(?:\.\d+)?(?![\w.])")
 MIN_FRAGMENT = 30      # characters: a run of plain words this long is the solution's own
 MIN_LINE = 12
