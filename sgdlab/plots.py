@@ -156,7 +156,7 @@ def plot_barriers_per_epoch(results: dict, ax=None, *, tol: float = 0.0):
         rows = result.census(tol)
         x = np.arange(len(rows)) + i * width
         bars = ax.bar(x, [r["barriers"] for r in rows], width, label=label)
-        ax.bar_label(bars, [f"{r['barriers']}/{r['steps']}" for r in rows], fontsize="x-small")
+        ax.bar_label(bars, [f"{r['barriers']}/{r['steps']}" for r in rows], fontsize="small")
         ax.set_xticks(np.arange(len(rows)) + width * (len(results) - 1) / 2, [str(r["epoch"]) for r in rows])
     ax.set(xlabel="epoch", ylabel="barriers crossed (steps)", title="barriers crossed per recorded epoch")
     ax.legend(fontsize="small")
@@ -231,7 +231,7 @@ def plot_distance_from_init(recorders: dict, fits: dict | None = None, ax=None):
     ax.set_xscale("log")
     ax.set_xlabel("iteration t (updates, log scale)")
     ax.set_ylabel(r"$\|w_t - w_0\|$ (parameter units)")
-    ax.legend(fontsize="x-small")
+    ax.legend(fontsize="small")
     return ax
 
 
@@ -358,7 +358,7 @@ def plot_success_map(lrs, noises, shares, ax=None, *, title: str = ""):
     plt.colorbar(image, ax=ax, label="runs that reach the target (%)")
     for i in range(shares.shape[0]):
         for j in range(shares.shape[1]):
-            ax.text(j, i, f"{shares[i, j]:.0f}", ha="center", va="center", fontsize="x-small",
+            ax.text(j, i, f"{shares[i, j]:.0f}", ha="center", va="center", fontsize="small",
                     color="black" if shares[i, j] > 55 else "white")
     ax.set_xticks(range(len(noises)), [f"{n:g}" for n in noises])
     ax.set_yticks(range(len(lrs)), [f"{lr:.3g}" for lr in lrs])
