@@ -26,9 +26,9 @@ are compared with each other (goal: within 1%) and with a reference from sgdlab 
 runs (for PyHessian, by counting calls to its ``hessian_vector_product``). An untimed check at
 ``tol = 1e-3`` shows why ``TOL`` is tighter than PyHessian's default.
 
-HVP cost: median seconds of one ``sgdlab.curvature.hvp`` over the whole set (its default
+HVP cost: median seconds of one ``sgdlab.hessian.hvp`` over the whole set (its default
 mode, reverse-over-reverse; nothing kept between calls) divided by one
-``sgdlab.curvature.gradient`` over the same data (one ``torch.autograd.grad``), alternating.
+``sgdlab.hessian.gradient`` over the same data (one ``torch.autograd.grad``), alternating.
 Also reported, not judged: the same for ``hvp(..., mode="forward-over-reverse")``
 (``torch.func.jvp`` of ``grad``), one product with the kept graphs
 (``LossOnSet.hvp_operator``, what Lanczos uses; building the graphs is timed separately),
@@ -48,7 +48,8 @@ import torch.nn.functional as F
 
 import sgdlab
 from machine import bench_arguments, describe_machine, write_result
-from sgdlab.curvature import LossOnSet, gradient, hvp, lanczos, top_eigenvalues
+from sgdlab.hessian import LossOnSet, gradient, hvp, top_eigenvalues
+from sgdlab.lanczos import lanczos
 from sgdlab.params import model_params
 
 try:
@@ -243,7 +244,7 @@ def main():
                             "cost of one HVP / one gradient",
                   quick=args.quick, tol=TOL, max_iter=MAX_ITER, targets=TARGETS,
                   speedup="pyhessian median seconds / sgdlab median seconds; above 1: sgdlab is faster",
-                  hvp_over_gradient="median seconds of sgdlab.curvature.hvp (default mode, reverse-over-reverse) / of sgdlab.curvature.gradient, whole set",
+                  hvp_over_gradient="median seconds of sgdlab.hessian.hvp (default mode, reverse-over-reverse) / of sgdlab.hessian.gradient, whole set",
                   pyhessian_error=PEER_ERROR, total_seconds=round(total, 1), machine=describe_machine('pyhessian'), summary=summary, cases=cases)
     write_result(args.out, result)
     print_table(cases)

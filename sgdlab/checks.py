@@ -3,6 +3,8 @@ parameter, the value and what is allowed."""
 
 from __future__ import annotations
 
+import numpy as np
+
 SEED_LIMIT = 2 ** 63  # torch.Generator.manual_seed takes 0 <= seed < 2**63 without wrapping or overflowing
 
 
@@ -10,6 +12,14 @@ def check_seed(seed, name: str = "seed") -> None:
     """A seed must be an int in ``0..2**63-1``."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
         raise ValueError(f"{name} must be an int in 0..2**63-1, got {name}={seed!r}")
+
+
+def check_int(name: str, value, low: int, high: int | None = None) -> int:
+    """``value`` must be an int (not a bool) in ``low..high`` (``high=None``: no upper bound); returns it as an int."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or (high is not None and value > high):
+        allowed = f"an int in {low}..{high}" if high is not None else f"an int >= {low}"
+        raise ValueError(f"{name} must be {allowed}, got {name}={value!r}")
+    return int(value)
 
 
 def check_counts(name: str, value) -> None:

@@ -180,7 +180,7 @@ def plot_alignment(alignments: dict, ax=None):
     """Gradient-Hessian alignment ``g_B^T H g_B / ||g_B||^2`` against the batch size.
 
     ``alignments`` maps a label (e.g. "after 100 steps") to a dict batch size -> the values
-    over the sampled batches (from :func:`sgdlab.curvature.alignment`); each label is one
+    over the sampled batches (from :func:`sgdlab.hessian.alignment`); each label is one
     line of means with error bars of one standard deviation. The x axis is logarithmic.
     """
     ax = _axes(ax)
@@ -200,7 +200,7 @@ def plot_alignment(alignments: dict, ax=None):
 def plot_gradient_cosine(recorders: dict, ax=None, *, window: int = 25):
     """Cosine of consecutive mini-batch gradients against iterations, one line per label.
 
-    ``recorders`` maps a label to a :class:`~sgdlab.curvature.GradientCosineRecorder`; each
+    ``recorders`` maps a label to a :class:`~sgdlab.recorders.GradientCosineRecorder`; each
     line is a running mean over ``window`` steps (the raw values are too noisy to read).
     """
     ax = _axes(ax)
@@ -219,7 +219,7 @@ def plot_gradient_cosine(recorders: dict, ax=None, *, window: int = 25):
 def plot_distance_from_init(recorders: dict, fits: dict | None = None, ax=None):
     """``||w_t - w_0||`` against iterations on a logarithmic axis, one line per label.
 
-    ``recorders`` maps a label to a :class:`~sgdlab.trajectory.DistanceFromInitRecorder`;
+    ``recorders`` maps a label to a :class:`~sgdlab.recorders.DistanceFromInitRecorder`;
     ``fits`` optionally maps the same labels to a list of :class:`~sgdlab.trajectory.LawFit`,
     drawn dashed with their formula and R².
     """
@@ -238,7 +238,7 @@ def plot_distance_from_init(recorders: dict, fits: dict | None = None, ax=None):
 def plot_sharpness(recorder, lr: float, ax=None, *, label: str | None = None):
     """The top Hessian eigenvalue through training, with the stability limit ``2 / lr`` of gradient descent.
 
-    ``recorder`` is a :class:`~sgdlab.curvature.TopEigenvalueRecorder`.
+    ``recorder`` is a :class:`~sgdlab.recorders.TopEigenvalueRecorder`.
     """
     ax = _axes(ax)
     ax.plot(recorder.iterations, recorder.values, "-o", ms=3, label=label or "top eigenvalue of H")

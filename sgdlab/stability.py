@@ -23,7 +23,7 @@ Conventions
   on a fixed batch.
 * Loss change: ``mean_i |l_i(t) - l_i(t-1)|`` over the probe examples' cross-entropies (nats).
 * Gradient cosine: between consecutive mini-batch gradients, as
-  :class:`sgdlab.curvature.GradientCosineRecorder` measures it (NaN at step 0).
+  :class:`sgdlab.recorders.GradientCosineRecorder` measures it (NaN at step 0).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from .curvature import GradientCosineRecorder
+from .recorders import GradientCosineRecorder
 from .callbacks import Callback
 
 

@@ -7,8 +7,8 @@ computes d(w_N, w_M) for every M, per layer and in total, a block at a time.
 
 Hoffer, Hubara and Soudry (2017) observed that the distance of the weights from their
 initial values grows roughly like the logarithm of the number of iterations ("random walk on
-a random potential"); :class:`DistanceFromInitRecorder` measures it at every step and
-:func:`fit_log_law` / :func:`fit_power_law` fit the two candidate laws.
+a random potential"); :class:`sgdlab.recorders.DistanceFromInitRecorder` measures it at
+every step and :func:`fit_log_law` / :func:`fit_power_law` fit the two candidate laws.
 
 Conventions
 -----------
@@ -33,43 +33,6 @@ import torch
 
 from .files import open_existing, write_text_atomic
 from .callbacks import Callback
-
-
-class DistanceFromInitRecorder(Callback):
-    """``||w_t - w_0||`` over the trainable parameters after every step.
-
-    Keeps ``w_0`` once, flattened in float64. ``iterations`` holds t (>= 1, updates done)
-    and ``distances`` the distances (parameter units). Records one run; a resumed run
-    continues where its checkpoint left off (with the saved ``w_0``).
-    """
-
-    def __init__(self):
-        self._start: torch.Tensor | None = None
-        self._distances: list[float] = []
-
-    @staticmethod
-    def _flat(model) -> torch.Tensor:
-        return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double()
-
-    def on_train_begin(self, model, dataset):
-        self._start, self._distances = self._flat(model).clone(), []
-
-    def on_step(self, step):
-        self._distances.append(float((self._flat(step.model) - self._start).norm()))
-
-    def state_dict(self) -> dict:
-        return {"start": self._start, "distances": list(self._distances)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self._start, self._distances = state["start"], list(state["distances"])
-
-    @property
-    def iterations(self) -> np.ndarray:
-        return np.arange(1, len(self._distances) + 1, dtype=np.int64)
-
-    @property
-    def distances(self) -> np.ndarray:
-        return np.asarray(self._distances, dtype=np.float64)
 
 
 @dataclasses.dataclass

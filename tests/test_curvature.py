@@ -1,4 +1,4 @@
-"""Curvature (sgdlab.curvature) and the distance-from-initialisation recorder (sgdlab.trajectory).
+"""Curvature (sgdlab.hessian, sgdlab.lanczos, sgdlab.gauss_newton) and the recorders that measure it (sgdlab.recorders).
 
 Every quantity is checked against an independent computation: dense Hessians from
 ``torch.func.hessian`` of the whole-set loss (one batch, no chunks) or of a BatchNorm MLP
@@ -17,14 +17,14 @@ from torch.func import functional_call
 
 import sgdlab
 from crash import CrashAt
-from sgdlab import curvature
-from sgdlab.curvature import (
-    GradientCosineRecorder, LossOnSet, TopEigenvalueRecorder, alignment, gauss_newton_parts, gradient, hvp, lanczos,
-    top_eigenvalues,
-)
+from sgdlab import hessian
+from sgdlab.gauss_newton import gauss_newton_parts
+from sgdlab.hessian import LossOnSet, alignment, gradient, hvp, top_eigenvalues
+from sgdlab.lanczos import lanczos
+from sgdlab.recorders import DistanceFromInitRecorder, GradientCosineRecorder, TopEigenvalueRecorder
 from sgdlab.params import clone_params, model_params
 from sgdlab.callbacks import Callback
-from sgdlab.trajectory import DistanceFromInitRecorder, fit_log_law, fit_power_law
+from sgdlab.trajectory import fit_log_law, fit_power_law
 
 N = 23  # examples in the tiny sample: chunks of 5 leave an uneven last chunk of 3
 
@@ -71,7 +71,7 @@ def random_vector(model, seed=1, dtype=torch.float64):
 
 # ---------------------------------------------------------------- Hessian-vector products
 
-@pytest.mark.parametrize("mode", curvature.HVP_MODES)
+@pytest.mark.parametrize("mode", hessian.HVP_MODES)
 @pytest.mark.parametrize("chunk_size", [None, N, 5, 7, 1])
 def test_hvp_equals_dense_hessian_times_vector_for_any_chunking(digits, chunk_size, mode):
     model, params, x, y = tiny(digits)
@@ -120,7 +120,7 @@ def batchnorm_mlp_loss(params, x, y, *, batch_statistics, eps=1e-5):
     return F.cross_entropy(h @ params["out.weight"].T + params["out.bias"], y)
 
 
-@pytest.mark.parametrize("mode", curvature.HVP_MODES)
+@pytest.mark.parametrize("mode", hessian.HVP_MODES)
 @pytest.mark.parametrize("bn", ["eval", "batch"])
 def test_batchnorm_hessian_matches_the_network_written_out(digits, bn, mode):
     model, params, x, y = tiny(digits, hidden=(4,), batchnorm=True)
@@ -145,7 +145,7 @@ def test_batchnorm_hessian_matches_the_network_written_out(digits, bn, mode):
 def test_many_products_at_one_point_match_hvp_whether_graphs_are_kept_or_not(digits):
     model, params, x, y = tiny(digits)
     kept = LossOnSet(model, params, x, y)
-    per_example = curvature.GRAPH_FACTOR * curvature.activation_bytes(model, params, x)
+    per_example = hessian.GRAPH_FACTOR * hessian.activation_bytes(model, params, x)
     fixed = 4 * 8 * kept.dim
     recomputed = LossOnSet(model, params, x, y, memory_budget=fixed + per_example * 10)  # chunks of 10: not all fit
     assert kept.graphs_fit and not recomputed.graphs_fit and len(recomputed.chunks) == 3
@@ -167,10 +167,10 @@ def test_top_eigenvalues_match_eigvalsh_of_the_dense_hessian(digits, k, tol, bud
     model, params, x, y = tiny(digits)
     h = dense_hessian(model, params, x, y)
     expected = torch.linalg.eigvalsh(h).flip(0)[:k]
-    memory_budget = curvature.DEFAULT_MEMORY_BUDGET
+    memory_budget = hessian.DEFAULT_MEMORY_BUDGET
     if budget == "chunks recomputed":  # room for the basis and one chunk of 8 examples: no graph kept
         basis = 100 * h.shape[0] * 8
-        memory_budget = basis + 4 * 8 * h.shape[0] + 8 * curvature.GRAPH_FACTOR * curvature.activation_bytes(model, params, x)
+        memory_budget = basis + 4 * 8 * h.shape[0] + 8 * hessian.GRAPH_FACTOR * hessian.activation_bytes(model, params, x)
     ours = top_eigenvalues(model, params, x, y, k, tol=tol, max_iter=100, memory_budget=memory_budget)
     assert ours.dtype == torch.float64 and ours.shape == (k,)
     # the promise of tol: each value within tol * (largest) of the eigenvalue
@@ -302,7 +302,7 @@ def test_gauss_newton_parts_of_a_float32_network_in_small_chunks(digits):
     model, params, x, y = tiny(digits)
     whole = gauss_newton_parts(model, params, x, y)
     p = whole.hessian.shape[0]
-    tight = 6 * p * p * 8 + 4 * (3 * p * curvature.activation_bytes(model, params, x) + p * 8)  # chunks of 4
+    tight = 6 * p * p * 8 + 4 * (3 * p * hessian.activation_bytes(model, params, x) + p * 8)  # chunks of 4
     chunked = gauss_newton_parts(model32, params32, digits.x_train[:N], y, memory_budget=tight)
     for name in ("hessian", "covariance", "outer", "second_order"):
         assert torch.allclose(getattr(chunked, name), getattr(whole, name), rtol=0, atol=1e-12), name
@@ -482,7 +482,7 @@ def test_requests_over_the_memory_budget_are_refused(digits):
     v = random_vector(model)
     with pytest.raises(ValueError, match="even one example per chunk would need .* more than the budget memory_budget=10,000"):
         hvp(model, params, x, y, v, memory_budget=10_000)
-    per_example = curvature.GRAPH_FACTOR * curvature.activation_bytes(model, params, x)
+    per_example = hessian.GRAPH_FACTOR * hessian.activation_bytes(model, params, x)
     budget = 4 * 8 * 385 + 5 * per_example
     assert torch.isfinite(flat(model, hvp(model, params, x, y, v, chunk_size=5, memory_budget=budget))).all()
     with pytest.raises(ValueError, match="chunk_size=6 would need .* more than the budget"):

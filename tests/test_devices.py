@@ -58,12 +58,12 @@ def deviceless_calls() -> set[str]:
 TOY = "the 1-D and 2-D toy losses (sgdlab.toy) run on the CPU in float64 by design, whatever the data's device"
 ALLOWED = {
     # draws made on the CPU on purpose, then moved: the same vectors and batches on every device
-    "sgdlab/curvature.py lanczos: torch.Generator": "Lanczos start vector drawn on the CPU, moved: device-independent",
-    "sgdlab/curvature.py lanczos: torch.randn": "the same; .to(device) follows",
-    "sgdlab/curvature.py alignment: torch.Generator": "batches drawn on the CPU, moved: the same batches on every device",
-    "sgdlab/curvature.py alignment: torch.randperm": "the same; .to(x.device) follows",
-    "sgdlab/curvature.py lanczos: torch.zeros": "Lanczos' small tridiagonal matrix lives on the CPU",
-    "sgdlab/curvature.py alignment: torch.tensor": "results are returned on the CPU",
+    "sgdlab/lanczos.py lanczos: torch.Generator": "Lanczos start vector drawn on the CPU, moved: device-independent",
+    "sgdlab/lanczos.py lanczos: torch.randn": "the same; .to(device) follows",
+    "sgdlab/hessian.py alignment: torch.Generator": "batches drawn on the CPU, moved: the same batches on every device",
+    "sgdlab/hessian.py alignment: torch.randperm": "the same; .to(x.device) follows",
+    "sgdlab/lanczos.py lanczos: torch.zeros": "Lanczos' small tridiagonal matrix lives on the CPU",
+    "sgdlab/hessian.py alignment: torch.tensor": "results are returned on the CPU",
     "sgdlab/walk.py state_dict: torch.tensor": "checkpoints are saved from the CPU",
     # permutations are small index tensors, kept on the CPU (apply_permutation indexes with them)
     "sgdlab/permutation.py identity_permutation: torch.arange": "index tensors on the CPU",

@@ -13,7 +13,8 @@ import torch
 
 import sgdlab
 from sgdlab import standin
-from sgdlab.curvature import TopEigenvalueRecorder, alignment
+from sgdlab.hessian import alignment
+from sgdlab.recorders import TopEigenvalueRecorder
 from sgdlab.stability import StabilityRecorder
 
 GPU = sgdlab.get_preset("gpu")

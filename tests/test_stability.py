@@ -16,7 +16,7 @@ from torch.func import functional_call
 
 import sgdlab
 from crash import CrashAt
-from sgdlab.curvature import GradientCosineRecorder
+from sgdlab.recorders import GradientCosineRecorder
 from sgdlab.params import clone_params, model_params
 from sgdlab.stability import StabilityRecorder, StabilityResult, drift_ratio, rate_drops
 from sgdlab.callbacks import Callback

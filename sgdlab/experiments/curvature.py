@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..curvature import GradientCosineRecorder, alignment, top_eigenvalues
+from ..hessian import alignment, top_eigenvalues
 from ..data import DATASETS, Dataset
 from ..files import append_log, load_tensors, write_atomic
 from ..models import ARCHITECTURES, make_model
 from ..params import model_params
 from ..train import check_train_arguments, save_atomic
-from ..trajectory import DistanceFromInitRecorder
+from ..recorders import DistanceFromInitRecorder, GradientCosineRecorder
 from .common import checked_data, state_of, train_part
 
 NAME = "curvature"

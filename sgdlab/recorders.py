@@ -1,0 +1,155 @@
+"""Recorders that measure the loss surface while training runs: the cosine between consecutive
+mini-batch gradients ("A Walk with SGD", eq. 5), the top Hessian eigenvalue every few steps,
+and the distance of the weights from their initial values (Hoffer, Hubara and Soudry 2017).
+
+Each is a :class:`sgdlab.callbacks.Callback` that only watches; it records one run, and a
+resumed run continues where its checkpoint left off.
+
+Conventions
+-----------
+* Steps and iterations: ``Step.index`` t is a global step index; after it, ``t + 1``
+  iterations (updates) are done.
+* Eigenvalues: of the Hessian of :mod:`sgdlab.hessian`, in nats per squared parameter unit.
+* Distance: Euclidean norm ``||w_t - w_0||`` over the trainable parameters
+  (``model.named_parameters()``), never the BatchNorm buffers, in parameter units.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .callbacks import Callback
+from .checks import check_int
+from .hessian import top_eigenvalues
+from .params import model_params
+
+
+class GradientCosineRecorder(Callback):
+    """Cosine between consecutive mini-batch gradients at every step ("A Walk with SGD", eq. 5).
+
+    ``cos(g_{t-1}, g_t) = g_{t-1}^T g_t / (||g_{t-1}|| ||g_t||)`` with ``g_t`` the gradient of
+    step t's mini-batch loss, as the training step computed it (``Step.grads``: train-mode
+    BatchNorm, no weight decay), over all parameters with a gradient, in float64. Keeps only
+    the previous gradient, flattened. ``steps`` holds t (>= 1, global step indices) and
+    ``cosines`` the values (NaN where a gradient is zero). Records one run; a resumed run
+    continues where its checkpoint left off.
+    """
+
+    def __init__(self):
+        self._previous: torch.Tensor | None = None
+        self._steps: list[int] = []
+        self._cosines: list[float] = []
+
+    def on_train_begin(self, model, dataset):
+        self._previous, self._steps, self._cosines = None, [], []
+
+    def on_step(self, step):
+        g = torch.cat([t.reshape(-1) for t in step.grads.values()]).double()
+        if self._previous is not None and len(self._previous) == len(g):  # else the parameters with a gradient changed
+            denominator = float(self._previous.norm() * g.norm())
+            self._steps.append(step.index)
+            self._cosines.append(float(self._previous @ g) / denominator if denominator > 0 else math.nan)
+        self._previous = g  # a new tensor (torch.cat), not the live gradients
+
+    def on_train_end(self, history):
+        self._previous = None
+
+    def state_dict(self) -> dict:
+        return {"previous": self._previous, "steps": list(self._steps), "cosines": list(self._cosines)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._previous, self._steps, self._cosines = state["previous"], list(state["steps"]), list(state["cosines"])
+
+    @property
+    def steps(self) -> np.ndarray:
+        return np.asarray(self._steps, dtype=np.int64)
+
+    @property
+    def cosines(self) -> np.ndarray:
+        return np.asarray(self._cosines, dtype=np.float64)
+
+
+class TopEigenvalueRecorder(Callback):
+    """The top Hessian eigenvalue (sharpness) every ``every`` steps of training, and before the first.
+
+    The Hessian is of the mean loss over ``(x, y)`` (default: the whole training set, no
+    augmentation) with BatchNorm in eval mode; ``options`` go to :func:`top_eigenvalues`.
+    ``iterations`` holds the number of updates done when each value was measured (0: at
+    initialisation) and ``values`` the eigenvalues (nats per squared parameter unit).
+    Records one run; a resumed run continues where its checkpoint left off.
+    """
+
+    def __init__(self, every: int = 100, *, x: torch.Tensor | None = None, y: torch.Tensor | None = None, **options):
+        self.every = check_int("every", every, 1)
+        self.x, self.y, self.options = x, y, options
+        self._iterations: list[int] = []
+        self._values: list[float] = []
+
+    def _measure(self, model, iterations):
+        values = top_eigenvalues(model, model_params(model), self._x, self._y, 1, **self.options)
+        self._iterations.append(iterations)
+        self._values.append(float(values[0]))
+
+    def on_train_begin(self, model, dataset):
+        self._x = self.x if self.x is not None else dataset.x_train
+        self._y = self.y if self.y is not None else dataset.y_train
+        self._iterations, self._values = [], []
+        self._measure(model, 0)
+
+    def on_step(self, step):
+        if (step.index + 1) % self.every == 0:
+            self._measure(step.model, step.index + 1)
+
+    def state_dict(self) -> dict:
+        return {"iterations": list(self._iterations), "values": list(self._values)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._iterations, self._values = list(state["iterations"]), list(state["values"])
+
+    @property
+    def iterations(self) -> np.ndarray:
+        return np.asarray(self._iterations, dtype=np.int64)
+
+    @property
+    def values(self) -> np.ndarray:
+        return np.asarray(self._values, dtype=np.float64)
+
+
+class DistanceFromInitRecorder(Callback):
+    """``||w_t - w_0||`` over the trainable parameters after every step.
+
+    Keeps ``w_0`` once, flattened in float64. ``iterations`` holds t (>= 1, updates done)
+    and ``distances`` the distances (parameter units). Records one run; a resumed run
+    continues where its checkpoint left off (with the saved ``w_0``).
+    """
+
+    def __init__(self):
+        self._start: torch.Tensor | None = None
+        self._distances: list[float] = []
+
+    @staticmethod
+    def _flat(model) -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double()
+
+    def on_train_begin(self, model, dataset):
+        self._start, self._distances = self._flat(model).clone(), []
+
+    def on_step(self, step):
+        self._distances.append(float((self._flat(step.model) - self._start).norm()))
+
+    def state_dict(self) -> dict:
+        return {"start": self._start, "distances": list(self._distances)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._start, self._distances = state["start"], list(state["distances"])
+
+    @property
+    def iterations(self) -> np.ndarray:
+        return np.arange(1, len(self._distances) + 1, dtype=np.int64)
+
+    @property
+    def distances(self) -> np.ndarray:
+        return np.asarray(self._distances, dtype=np.float64)
