@@ -76,7 +76,7 @@ class TopEigenvalueRecorder(Callback):
     """The top Hessian eigenvalue (sharpness) every ``every`` steps of training, and before the first.
 
     The Hessian is of the mean loss over ``(x, y)`` (default: the whole training set, no
-    augmentation) with BatchNorm in eval mode; ``options`` go to :func:`top_eigenvalues`.
+    augmentation) with BatchNorm in eval mode; ``options`` go to :func:`~sgdlab.hessian.top_eigenvalues`.
     ``iterations`` holds the number of updates done when each value was measured (0: at
     initialisation) and ``values`` the eigenvalues (nats per squared parameter unit).
     Records one run; a resumed run continues where its checkpoint left off.
