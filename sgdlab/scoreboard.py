@@ -287,15 +287,20 @@ def scoreboard_rows(directory: Path | None = None) -> list[dict]:
     return rows
 
 
+MARKS = {True: "✓ agrees", False: "✗ differs"}  # the verdict as the table shows it
+
+
 def scoreboard_table(directory: Path | None = None):
-    """The scoreboard as a Markdown table for the book page."""
+    """The scoreboard as a Markdown table for the book page: every claim, those our numbers support
+    (``✓ agrees``) and those they do not (``✗ differs``: a discrepancy or a negative result, which
+    its chapter explains) alike."""
     from IPython.display import Markdown
 
     def cell(result):
         if result is None:
             return "not run yet"
         seeds = f" (mean of {result['seeds']} seeds)" if result.get("seeds") else ""
-        return f"{'✓ agrees' if result['agrees'] else '✗ disagrees'}: {result['shown']}{seeds}".replace("|", "\\|")
+        return f"{MARKS[result['agrees']]}: {result['shown']}{seeds}".replace("|", "\\|")
 
     lines = ["| the claim | where | our quick result (CPU) | gpu preset | paper preset |", "|---|---|---|---|---|"]
     for row in scoreboard_rows(directory):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from sgdlab import scoreboard
-from sgdlab.scoreboard import CLAIMS, ResultsChanged, load_results, record, scoreboard_rows, scoreboard_table
+from sgdlab.scoreboard import CLAIMS, CLAIMS_BY_KEY, ResultsChanged, load_results, record, scoreboard_rows, scoreboard_table
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOOR = dict(rises=31, falls=40)
@@ -70,9 +70,10 @@ def test_the_table_has_a_row_per_claim_and_says_what_is_missing(results):
     rows = scoreboard_rows()
     assert [r["key"] for r in rows] == [c.key for c in CLAIMS]
     floor = rows[[c.key for c in CLAIMS].index("walk-floor-moves")]
-    assert floor["quick"] is None and floor["gpu"]["agrees"] is False and floor["claim"].startswith("the lowest loss")
+    assert floor["quick"] is None and floor["gpu"]["agrees"] is False and floor["claim"] == CLAIMS_BY_KEY["walk-floor-moves"].paper
     table = scoreboard_table().data
-    assert table.count("\n") == len(CLAIMS) + 1 and "✗ disagrees: the floor rose 0 and fell 3 times" in table
+    shown = CLAIMS_BY_KEY["walk-floor-moves"].show(dict(rises=0, falls=3))
+    assert table.count("\n") == len(CLAIMS) + 1 and f"✗ differs: {shown}" in table
     assert all(line.count(" | ") == 4 for line in table.splitlines()[2:])   # no stray | inside a cell
 
 
