@@ -68,35 +68,45 @@ def _print_summary(result: dict) -> None:
         print(f"  not trusted: {problem} (run the same command to restore it)")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "sweep":
-        return _sweep_main(args)
+def _exit_code(command, interrupted: str) -> int:
+    """Run ``command()`` and return its exit code; a user error is one line on stderr (1), an interrupt
+    says how to resume (130)."""
     try:
-        if args.command == "show":
-            result = show(args.directory)
-            print(json.dumps(result, indent=1)) if args.json else _print_summary(result)
-            return 0
-        experiment = EXPERIMENTS[args.experiment]
-        preset = get_preset(args.preset)
-        preset_config = getattr(preset, experiment.NAME)
-        config = apply_settings(preset_config, args.assignments, experiment.CHOICES)
-        if args.list:
-            print(settings_table(config, preset_config, experiment.Config()), file=sys.stderr)
-            print(json.dumps(as_settings(config), indent=1))
-            return 0
-        if not args.out:
-            raise RunError("--out is required: the run directory to write (or resume)")
-        result = start(experiment, preset, config, args.out, fresh=args.fresh, download=args.download,
-                       progress=not args.no_progress)
-        _print_summary(result)
-        return 0
+        return command()
     except (RunError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted: the run directory says so; run the same command to resume", file=sys.stderr)
+        print(f"interrupted: {interrupted}", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "sweep":
+        return _exit_code(lambda: _sweep_main(args), "run the same sweep to resume")
+    return _exit_code(lambda: _run_main(args), "the run directory says so; run the same command to resume")
+
+
+def _run_main(args) -> int:
+    if args.command == "show":
+        result = show(args.directory)
+        print(json.dumps(result, indent=1)) if args.json else _print_summary(result)
+        return 0
+    experiment = EXPERIMENTS[args.experiment]
+    preset = get_preset(args.preset)
+    preset_config = getattr(preset, experiment.NAME)
+    config = apply_settings(preset_config, args.assignments, experiment.CHOICES)
+    if args.list:
+        print(settings_table(config, preset_config, experiment.Config()), file=sys.stderr)
+        print(json.dumps(as_settings(config), indent=1))
+        return 0
+    if not args.out:
+        raise RunError("--out is required: the run directory to write (or resume)")
+    result = start(experiment, preset, config, args.out, fresh=args.fresh, download=args.download,
+                   progress=not args.no_progress)
+    _print_summary(result)
+    return 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -138,27 +148,20 @@ def _add_sweep_parser(commands) -> None:
 
 
 def _sweep_main(args) -> int:
-    try:
-        if args.experiment == "show":
-            shown = sweep.show(args.directory)
-            print(json.dumps(shown, indent=1) if args.json else sweep.format_table(shown))
-            return 0
-        for name in ("workers", "threads", "gpus", "cpus", "time"):
-            value = getattr(args, name)
-            if value is not None and value < (0 if name == "gpus" else 1):
-                raise sweep.SweepError(f"--{name} {value}: expected a positive integer")
-        threads = args.threads or (args.cpus if args.backend == "slurm" else None)
-        options = sweep.Options(backend=args.backend, workers=args.workers, threads=threads, download=args.download,
-                                cluster=args.cluster, partition=args.partition, time_min=args.time, gpus=args.gpus,
-                                cpus=args.cpus, mem_gb=args.mem, wait=args.wait)
-        outcomes = sweep.sweep(args.experiment, args.preset, args.assignments, args.grid, args.out, options,
-                               run_jobs=backends.runner(args.backend))
-    except (RunError, ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted: run the same sweep to resume", file=sys.stderr)
-        return 130
+    if args.experiment == "show":
+        shown = sweep.show(args.directory)
+        print(json.dumps(shown, indent=1) if args.json else sweep.format_table(shown))
+        return 0
+    for name in ("workers", "threads", "gpus", "cpus", "time"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "gpus" else 1):
+            raise sweep.SweepError(f"--{name} {value}: expected a positive integer")
+    threads = args.threads or (args.cpus if args.backend == "slurm" else None)
+    options = sweep.Options(backend=args.backend, workers=args.workers, threads=threads, download=args.download,
+                            cluster=args.cluster, partition=args.partition, time_min=args.time, gpus=args.gpus,
+                            cpus=args.cpus, mem_gb=args.mem, wait=args.wait)
+    outcomes = sweep.sweep(args.experiment, args.preset, args.assignments, args.grid, args.out, options,
+                           run_jobs=backends.runner(args.backend))
     for outcome in outcomes:
         print(f"{outcome['name']}: {outcome['state']}" + (f" ({outcome['message']})" if outcome["message"] else ""))
     print(f"follow it with: python -m sgdlab sweep show {args.out}")
