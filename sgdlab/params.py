@@ -17,7 +17,8 @@ Conventions
 
 from __future__ import annotations
 
-from typing import Dict
+import contextlib
+from typing import Dict, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -130,6 +131,32 @@ def check_evaluation(x: torch.Tensor, y: torch.Tensor, chunk_size: int, bn: str)
         raise ValueError(f"x and y must hold the same, non-zero number of examples; got {len(x)} and {len(y)}")
 
 
+@contextlib.contextmanager
+def evaluation(model: torch.nn.Module, bn: str = "eval") -> Iterator[torch.nn.Module]:
+    """The model in the mode an evaluation with BatchNorm ``bn`` needs, restored on exit.
+
+    ``bn="eval"``: eval mode (BatchNorm with its running statistics, dropout off);
+    ``bn="batch"``: train mode (BatchNorm normalises with the statistics of each batch it
+    sees, and updates its running statistics: give it copies of them). Whatever mode the
+    model was in comes back, even when the block raises.
+
+    >>> model = torch.nn.BatchNorm1d(3)
+    >>> with evaluation(model):
+    ...     model.training
+    False
+    >>> model.training
+    True
+    """
+    if bn not in BN_MODES:
+        raise ValueError(f"bn={bn!r} is not known; choose one of: {', '.join(BN_MODES)}")
+    was_training = model.training
+    model.train(bn == "batch")
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def loss_and_accuracy(
     model: torch.nn.Module,
     params: Params,
@@ -152,19 +179,14 @@ def loss_and_accuracy(
         # Train-mode BatchNorm writes its running statistics in place: give it copies.
         buffer_names = {name for name, _ in model.named_buffers()}
         params = {k: v.clone() if k in buffer_names else v for k, v in params.items()}
-    was_training = model.training
-    model.train(bn == "batch")
     total_loss = torch.zeros((), dtype=torch.float64, device=x.device)
     correct = torch.zeros((), dtype=torch.int64, device=x.device)
-    try:
-        with torch.no_grad():
-            for start in range(0, len(x), chunk_size):
-                xc, yc = x[start:start + chunk_size], y[start:start + chunk_size]
-                logits = functional_call(model, params, (xc,))
-                total_loss += F.cross_entropy(logits, yc, reduction="sum").double()
-                correct += (logits.argmax(dim=1) == yc).sum()
-    finally:
-        model.train(was_training)
+    with evaluation(model, bn), torch.no_grad():
+        for start in range(0, len(x), chunk_size):
+            xc, yc = x[start:start + chunk_size], y[start:start + chunk_size]
+            logits = functional_call(model, params, (xc,))
+            total_loss += F.cross_entropy(logits, yc, reduction="sum").double()
+            correct += (logits.argmax(dim=1) == yc).sum()
     return float(total_loss) / len(x), float(correct) / len(x)
 
 
