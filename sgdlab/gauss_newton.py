@@ -1,7 +1,14 @@
 """The decomposition of the Hessian of the mean negative log-likelihood into its parts, as dense
 matrices for a tiny network ("A Walk with SGD", eq. 2, derived in their appendix B):
 H = C + g g^T + (a second-order term), with C the covariance of the per-example gradients and
-g the mean gradient.
+g the mean gradient; and the top eigenvalue of the Gauss-Newton matrix of any network, from
+matrix-free products.
+
+The (generalised) Gauss-Newton matrix is G = (1/N) sum_i J_i^T A_i J_i, with J_i the Jacobian
+of example i's logits with respect to the parameters and A_i = diag(p_i) - p_i p_i^T the
+Hessian of the cross-entropy with respect to the logits (p_i the softmax). It is the Hessian
+without the network's own second derivatives. A_i's entries are products p_ik (1 - p_ik) and
+p_ik p_il: as the network grows confident (p_i near one-hot) they shrink, and G with them.
 
 Conventions are those of :mod:`sgdlab.hessian`: the mean cross-entropy over a fixed sample
 ``(x, y)``, with respect to the trainable parameters only (flattened in the order of
@@ -18,7 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jacrev, vmap
 
-from .hessian import DEFAULT_MEMORY_BUDGET, _bn_mode, _check_data, _gib, activation_bytes, trainable_names
+from .checks import check_int
+from .hessian import (DEFAULT_MEMORY_BUDGET, LossOnSet, _bn_mode, _check_data, _gib, activation_bytes,
+                      trainable_names)
+from .lanczos import lanczos
 from .params import Params, check_fits_model
 
 
@@ -109,3 +119,54 @@ def gauss_newton_parts(model: nn.Module, params: Params, x: torch.Tensor, y: tor
             g += per_example_grads.sum(0) / n
     outer = torch.outer(g, g)
     return GaussNewtonParts(hessian, uncentred - outer, outer, second, g, n)
+
+
+def gauss_newton_product(loss: LossOnSet, v: Params) -> Params:
+    """G v, with G the Gauss-Newton matrix of the mean cross-entropy of ``loss`` (a
+    :class:`sgdlab.hessian.LossOnSet`: its sample, chunks and BatchNorm mode); exact, matrix-free.
+
+    Per chunk: J v by the double-backward trick (J v = d<J^T u, v>/du for any u), then
+    A J v = p * Jv - p <p, Jv> per example, then J^T (A J v) / chunk size by one backward
+    pass; chunks are weighted by their size / N. Keeps nothing between products.
+    """
+    v = loss._as_tangent(v)
+
+    def part(index: int) -> Params:
+        start, stop = loss.chunks[index]
+        leaves = loss._leaves()
+        logits = functional_call(loss.model, {**leaves, **loss.constants}, (loss.x[start:stop],))  # (n, classes)
+        p = logits.detach().softmax(-1)
+        u = torch.zeros_like(logits, requires_grad=True)
+        used = [n for n in loss.names if leaves[n].requires_grad]
+        jt_u = torch.autograd.grad(logits, [leaves[n] for n in used], u, create_graph=True, allow_unused=True)
+        pairs = [(part, v[n]) for part, n in zip(jt_u, used) if part is not None]
+        jv = torch.autograd.grad([a for a, _ in pairs], u, [b for _, b in pairs])[0]            # (n, classes)
+        a_jv = p * jv - p * (p * jv).sum(-1, keepdim=True)
+        return loss._grad(logits, leaves, grad_outputs=a_jv / (stop - start))
+
+    return loss._sum(part)
+
+
+def gauss_newton_top_eigenvalues(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, k: int = 1, *,
+                                 tol: float = 1e-3, max_iter: int = 100, seed: int = 0, chunk_size: int | None = None,
+                                 bn: str = "eval", memory_budget: int = DEFAULT_MEMORY_BUDGET) -> torch.Tensor:
+    """The ``k`` largest eigenvalues of the Gauss-Newton matrix G of the mean cross-entropy over ``(x, y)``.
+
+    As :func:`sgdlab.hessian.top_eigenvalues` (Lanczos, the same options and conventions), with
+    :func:`gauss_newton_product` in place of the Hessian-vector product. G is positive
+    semi-definite; its top eigenvalue approaches the Hessian's when the network's second
+    derivatives contribute little along the sharpest direction. Returns a float64 CPU tensor,
+    largest first, in nats per squared parameter unit.
+    """
+    check_fits_model(model, params)
+    k = check_int("k", k, 1)
+    names = trainable_names(model)
+    dim = sum(params[n].numel() for n in names)
+    if k > dim:
+        raise ValueError(f"k must be an int in 1..{dim} (the number of trainable parameters), got k={k}")
+    basis_bytes = min(max_iter, dim) * dim * params[names[0]].element_size()
+    loss = LossOnSet(model, params, x, y, chunk_size=chunk_size, bn=bn, memory_budget=memory_budget,
+                     reserved_bytes=basis_bytes)
+    result = lanczos(lambda q: loss.flatten(gauss_newton_product(loss, loss.unflatten(q))), dim, k, tol=tol,
+                     max_iter=max_iter, seed=seed, device=x.device, dtype=params[names[0]].dtype)
+    return result.values.cpu()

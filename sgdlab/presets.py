@@ -79,7 +79,7 @@ GPU = replace(
     walk_cnn=replace(QUICK.walk_cnn, arch="vgg11", dataset="cifar10", epochs=(1, 2), steps=40, eval_examples=10_000,
                      weight_decay=1e-4),
     curvature=replace(QUICK.curvature, arch="vgg11", dataset="cifar10", lr=0.1, batch_sizes=(100, 1000, 10_000),
-                      steps=2000, batches=20, hessian_examples=5000),
+                      steps=2000, batches=20, hessian_examples=5000, seeds=2, control_steps=2000),
     trajectory=replace(QUICK.trajectory, arch="mlp-paper", dataset="mnist", lr=0.1, batch_size=100, weight_decay=1e-4,
                        every=50),
     trajectory_lrs=(0.02, 0.05, 0.1),

@@ -20,10 +20,13 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch.func import functional_call
 
 from .callbacks import Callback
 from .checks import check_int
-from .hessian import top_eigenvalues
+from .gauss_newton import gauss_newton_top_eigenvalues
+from .hessian import _bn_mode, top_eigenvalues
 from .params import model_params
 
 
@@ -79,24 +82,41 @@ class TopEigenvalueRecorder(Callback):
     augmentation) with BatchNorm in eval mode; ``options`` go to :func:`~sgdlab.hessian.top_eigenvalues`.
     ``iterations`` holds the number of updates done when each value was measured (0: at
     initialisation) and ``values`` the eigenvalues (nats per squared parameter unit).
+    At the same points it records what the curvature of the cross-entropy depends on:
+    ``losses``, the mean cross-entropy over ``(x, y)`` (nats), and ``confidences``, the mean
+    over those examples of the largest softmax probability; with ``gauss_newton=True`` also
+    ``gauss_newton_values``, the top eigenvalue of the Gauss-Newton matrix
+    (:func:`~sgdlab.gauss_newton.gauss_newton_top_eigenvalues`, same options).
     Records one run; a resumed run continues where its checkpoint left off.
     """
 
-    def __init__(self, every: int = 100, *, x: torch.Tensor | None = None, y: torch.Tensor | None = None, **options):
+    def __init__(self, every: int = 100, *, x: torch.Tensor | None = None, y: torch.Tensor | None = None,
+                 gauss_newton: bool = False, **options):
         self.every = check_int("every", every, 1)
         self.x, self.y, self.options = x, y, options
+        self.gauss_newton = bool(gauss_newton)
         self._iterations: list[int] = []
         self._values: list[float] = []
+        self._losses: list[float] = []
+        self._confidences: list[float] = []
+        self._gauss_newton: list[float] = []
 
     def _measure(self, model, iterations):
-        values = top_eigenvalues(model, model_params(model), self._x, self._y, 1, **self.options)
+        params = model_params(model)
+        values = top_eigenvalues(model, params, self._x, self._y, 1, **self.options)
         self._iterations.append(iterations)
         self._values.append(float(values[0]))
+        loss, confidence = _loss_and_confidence(model, params, self._x, self._y)
+        self._losses.append(loss)
+        self._confidences.append(confidence)
+        if self.gauss_newton:
+            self._gauss_newton.append(float(gauss_newton_top_eigenvalues(model, params, self._x, self._y, 1,
+                                                                         **self.options)[0]))
 
     def on_train_begin(self, model, dataset):
         self._x = self.x if self.x is not None else dataset.x_train
         self._y = self.y if self.y is not None else dataset.y_train
-        self._iterations, self._values = [], []
+        self._iterations, self._values, self._losses, self._confidences, self._gauss_newton = [], [], [], [], []
         self._measure(model, 0)
 
     def on_step(self, step):
@@ -104,10 +124,14 @@ class TopEigenvalueRecorder(Callback):
             self._measure(step.model, step.index + 1)
 
     def state_dict(self) -> dict:
-        return {"iterations": list(self._iterations), "values": list(self._values)}
+        return {"iterations": list(self._iterations), "values": list(self._values), "losses": list(self._losses),
+                "confidences": list(self._confidences), "gauss_newton": list(self._gauss_newton)}
 
     def load_state_dict(self, state: dict) -> None:
         self._iterations, self._values = list(state["iterations"]), list(state["values"])
+        # checkpoints written before these were recorded lack them
+        self._losses, self._confidences = list(state.get("losses", [])), list(state.get("confidences", []))
+        self._gauss_newton = list(state.get("gauss_newton", []))
 
     @property
     def iterations(self) -> np.ndarray:
@@ -116,6 +140,29 @@ class TopEigenvalueRecorder(Callback):
     @property
     def values(self) -> np.ndarray:
         return np.asarray(self._values, dtype=np.float64)
+
+    @property
+    def losses(self) -> np.ndarray:
+        return np.asarray(self._losses, dtype=np.float64)
+
+    @property
+    def confidences(self) -> np.ndarray:
+        return np.asarray(self._confidences, dtype=np.float64)
+
+    @property
+    def gauss_newton_values(self) -> np.ndarray:
+        return np.asarray(self._gauss_newton, dtype=np.float64)
+
+
+def _loss_and_confidence(model, params, x, y, chunk: int = 4096) -> tuple[float, float]:
+    """Mean cross-entropy (nats) and mean largest softmax probability over ``(x, y)``, BatchNorm in eval mode."""
+    loss = confidence = 0.0
+    with torch.no_grad(), _bn_mode(model, "eval"):
+        for start in range(0, len(x), chunk):
+            logits = functional_call(model, params, (x[start:start + chunk],))
+            loss += float(F.cross_entropy(logits, y[start:start + chunk], reduction="sum"))
+            confidence += float(logits.softmax(-1).max(-1).values.double().sum())
+    return loss / len(x), confidence / len(x)
 
 
 class DistanceFromInitRecorder(Callback):

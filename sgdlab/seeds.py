@@ -247,3 +247,41 @@ def _evaluate(model, shared_logits, weights, buffers, dataset, histories, alive,
             history.train_accuracy.append(train_acc[i])
             history.test_loss.append(test_loss[i])
             history.test_accuracy.append(test_acc[i])
+
+
+def spread_of_group_means(values, n: int) -> np.ndarray:
+    """The means of disjoint groups of ``n`` consecutive values (runs of independent seeds).
+
+    ``values`` holds one number per seed; the first ``len(values) // n * n`` are split in
+    order into groups of ``n`` and each group averaged (no value is used twice, unlike
+    resampling with replacement). Returns the group means, one per group; their standard
+    deviation measures the spread of the mean of ``n`` independent runs.
+
+    >>> spread_of_group_means([1.0, 3.0, 2.0, 4.0, 9.0], 2)
+    array([2., 3.])
+    """
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= len(values):
+        raise ValueError(f"n must be an int in 1..{len(values)} (the number of values), got n={n!r}")
+    return values[:len(values) // n * n].reshape(-1, n).mean(axis=1)
+
+
+def standard_deviation_interval(sigma: float, groups: int, level: float = 0.95) -> tuple[float, float]:
+    """Where the sample standard deviation (ddof=1) of ``groups`` normal values of true
+    standard deviation ``sigma`` falls with probability ``level``: the central interval
+    ``sigma * sqrt(chi2_{groups-1}(q) / (groups - 1))`` for q = (1 -+ level) / 2.
+
+    With few groups the interval is wide: a standard deviation measured from 4 groups can
+    be half or 1.5 times the true one.
+
+    >>> [round(x, 3) for x in standard_deviation_interval(1.0, 4)]
+    [0.268, 1.765]
+    """
+    from scipy.stats import chi2
+
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 2:
+        raise ValueError(f"groups must be an int of at least 2, got groups={groups!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1, got level={level!r}")
+    low, high = chi2.ppf([(1 - level) / 2, (1 + level) / 2], groups - 1)
+    return float(sigma * math.sqrt(low / (groups - 1))), float(sigma * math.sqrt(high / (groups - 1)))

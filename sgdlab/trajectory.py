@@ -39,14 +39,17 @@ from .callbacks import Callback
 class LawFit:
     """A law ``d(t)`` fitted to distances: ``log``: d = a + b log t; ``power``: d = c t^p.
 
-    ``coefficients`` is ``(a, b)`` or ``(c, p)``; ``r2`` is the coefficient of determination
-    of the fitted curve against the distances themselves (linear scale, so both laws are
-    compared on the same footing), whichever space the fit was made in.
+    ``coefficients`` is ``(a, b)`` or ``(c, p)``. ``space`` is where the law was fitted by
+    least squares *and* where ``r2`` (the coefficient of determination) is scored:
+    ``"linear"`` on the distances d themselves, ``"log"`` on log d. Two laws' R² compare
+    fairly only when both share a space; a law fitted in one space and scored in the other
+    is handicapped by its own fit.
     """
 
     law: str
     coefficients: tuple
     r2: float
+    space: str = "linear"
 
     def __call__(self, t) -> np.ndarray:
         t = np.asarray(t, dtype=np.float64)
@@ -56,41 +59,95 @@ class LawFit:
     def __str__(self) -> str:
         first, second = self.coefficients
         curve = f"{first:.3g} + {second:.3g} ln t" if self.law == "log" else f"{first:.3g} t^{second:.3g}"
-        return f"{curve} (R² = {self.r2:.3f})"
+        return f"{curve} (R² = {self.r2:.3f}, {self.space} d)"
 
 
-def _check_series(t, d) -> tuple[np.ndarray, np.ndarray]:
+FIT_SPACES = ("linear", "log")
+
+
+def _check_series(t, d, space: str = "linear") -> tuple[np.ndarray, np.ndarray]:
+    if space not in FIT_SPACES:
+        raise ValueError(f"space={space!r} is not known; choose one of: {', '.join(FIT_SPACES)}")
     t, d = np.asarray(t, dtype=np.float64).reshape(-1), np.asarray(d, dtype=np.float64).reshape(-1)
     if len(t) != len(d) or len(t) < 3:
         raise ValueError(f"t and d must have the same length, at least 3; got {len(t)} and {len(d)}")
     if not (np.all(np.isfinite(t)) and np.all(np.isfinite(d)) and np.all(t > 0)):
         raise ValueError("t must be positive (iterations from 1) and t, d finite")
+    if space == "log" and np.any(d <= 0):
+        raise ValueError("a fit in log space needs positive distances d")
     return t, d
 
 
 def _r2(d: np.ndarray, fitted: np.ndarray) -> float:
+    """Coefficient of determination of ``fitted`` against ``d`` (NaN when d is constant)."""
     total = float(((d - d.mean()) ** 2).sum())
     return 1.0 - float(((d - fitted) ** 2).sum()) / total if total > 0 else float("nan")
 
 
-def fit_log_law(t, d) -> LawFit:
-    """Least-squares fit of d = a + b log t (natural log; t > 0)."""
-    t, d = _check_series(t, d)
-    b, a = np.polyfit(np.log(t), d, 1)
-    fit = LawFit("log", (float(a), float(b)), 0.0)
-    fit.r2 = _r2(d, fit(t))
+def _scored(fit: LawFit, t: np.ndarray, d: np.ndarray) -> LawFit:
+    """``fit`` with its R² in its own space (a law that is not positive everywhere scores -inf in log space)."""
+    fitted = fit(t)
+    if fit.space == "linear":
+        fit.r2 = _r2(d, fitted)
+    else:
+        fit.r2 = _r2(np.log(d), np.log(fitted)) if np.all(fitted > 0) else -math.inf
     return fit
 
 
-def fit_power_law(t, d) -> LawFit:
-    """Least-squares fit of log d = log c + p log t (the power law d = c t^p, in log-log; d > 0)."""
-    t, d = _check_series(t, d)
+def _least_squares(residuals, start) -> np.ndarray:
+    """Nonlinear least squares (scipy's trust-region solver) from ``start``; tight tolerances."""
+    from scipy.optimize import least_squares
+
+    return least_squares(residuals, np.asarray(start, dtype=np.float64), method="lm", xtol=1e-12, ftol=1e-12,
+                         gtol=1e-12, max_nfev=10_000).x
+
+
+def fit_log_law(t, d, *, space: str = "linear") -> LawFit:
+    """Least-squares fit of d = a + b log t (natural log; t > 0), in ``space``.
+
+    ``"linear"``: minimises sum (d - a - b log t)^2 (linear regression on log t);
+    ``"log"``: minimises sum (log d - log(a + b log t))^2 (nonlinear, from the linear fit;
+    needs d > 0). R² is scored in the same space (:class:`LawFit`).
+
+    >>> t = np.arange(1.0, 100.0)
+    >>> fit = fit_log_law(t, 2 + 3 * np.log(t), space="log")
+    >>> [round(c, 6) for c in fit.coefficients], round(fit.r2, 6)
+    ([2.0, 3.0], 1.0)
+    """
+    t, d = _check_series(t, d, space)
+    b, a = np.polyfit(np.log(t), d, 1)
+    if space == "log":
+        log_t, log_d = np.log(t), np.log(d)
+        if not np.all(a + b * log_t > 0):  # start from a law that is positive on the data
+            a, b = float(d.min()), 0.0
+
+        def residuals(ab):
+            return np.log(np.maximum(ab[0] + ab[1] * log_t, 1e-300)) - log_d
+
+        a, b = _least_squares(residuals, (a, b))
+    return _scored(LawFit("log", (float(a), float(b)), 0.0, space), t, d)
+
+
+def fit_power_law(t, d, *, space: str = "log") -> LawFit:
+    """Least-squares fit of the power law d = c t^p (d > 0), in ``space``.
+
+    ``"log"`` (default): minimises sum (log d - log c - p log t)^2 (linear regression in
+    log-log); ``"linear"``: minimises sum (d - c t^p)^2 (nonlinear, from the log-log fit).
+    R² is scored in the same space (:class:`LawFit`).
+
+    >>> t = np.arange(1.0, 100.0)
+    >>> fit = fit_power_law(t, 0.5 * t ** 0.7, space="linear")
+    >>> [round(c, 6) for c in fit.coefficients], round(fit.r2, 6)
+    ([0.5, 0.7], 1.0)
+    """
+    t, d = _check_series(t, d, space)
     if np.any(d <= 0):
         raise ValueError("a power law needs positive distances d")
     p, log_c = np.polyfit(np.log(t), np.log(d), 1)
-    fit = LawFit("power", (float(np.exp(log_c)), float(p)), 0.0)
-    fit.r2 = _r2(d, fit(t))
-    return fit
+    c = math.exp(log_c)
+    if space == "linear":
+        c, p = _least_squares(lambda cp: cp[0] * t ** cp[1] - d, (c, p))
+    return _scored(LawFit("power", (float(c), float(p)), 0.0, space), t, d)
 
 
 # ---------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from torch.func import functional_call
 import sgdlab
 from crash import CrashAt
 from sgdlab import hessian
-from sgdlab.gauss_newton import gauss_newton_parts
+from sgdlab.gauss_newton import gauss_newton_parts, gauss_newton_product, gauss_newton_top_eigenvalues
 from sgdlab.hessian import LossOnSet, alignment, gradient, hvp, top_eigenvalues
 from sgdlab.lanczos import lanczos
 from sgdlab.recorders import DistanceFromInitRecorder, GradientCosineRecorder, TopEigenvalueRecorder
@@ -324,6 +324,39 @@ class KeepSteps(Callback):
         self.after.append(clone_params(step.params_after))
 
 
+def dense_gauss_newton(model, params, x, y):
+    """G = (1/N) sum_i J_i^T (diag p_i - p_i p_i^T) J_i from the dense Jacobian of the logits (eval mode)."""
+    constants = {k: v for k, v in params.items() if k not in trainable(model)}
+    model.eval()
+    logits = lambda theta: functional_call(model, {**unflat(model, theta), **constants}, (x,))
+    theta = flat(model, params)
+    jacobian = torch.func.jacrev(logits)(theta)                         # (N, classes, P)
+    p = logits(theta).softmax(-1)
+    a = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]             # (N, classes, classes)
+    return torch.einsum("ncp,ncd,ndq->pq", jacobian, a, jacobian) / len(x)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 5])
+def test_gauss_newton_product_equals_the_dense_matrix_times_vector(digits, chunk_size):
+    model, params, x, y = tiny(digits, batchnorm=True)
+    g = dense_gauss_newton(model, params, x, y)
+    v = torch.randn(len(g), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    loss = LossOnSet(model, params, x, y, chunk_size=chunk_size)
+    product = flat(model, gauss_newton_product(loss, unflat(model, v)))
+    assert torch.allclose(product, g @ v, rtol=0, atol=1e-12 * float(g.abs().max()))
+
+
+def test_gauss_newton_top_eigenvalues_match_eigvalsh_and_the_hessian_of_a_linear_model(digits):
+    model, params, x, y = tiny(digits)
+    expected = torch.linalg.eigvalsh(dense_gauss_newton(model, params, x, y)).flip(0)[:2]
+    values = gauss_newton_top_eigenvalues(model, params, x, y, 2, tol=1e-8)
+    assert torch.allclose(values, expected, rtol=1e-6, atol=0)
+    # no hidden layer: the logits are linear in the parameters, so G is the Hessian
+    linear, linear_params, x, y = tiny(digits, hidden=())
+    assert torch.allclose(gauss_newton_top_eigenvalues(linear, linear_params, x, y, 2, tol=1e-8),
+                          top_eigenvalues(linear, linear_params, x, y, 2, tol=1e-8), rtol=1e-6, atol=0)
+
+
 def test_gradient_cosine_matches_gradients_recomputed_from_saved_batches(digits):
     model = sgdlab.make_model("mlp", digits, seed=0, hidden=(8,), batchnorm=True)
     template = copy.deepcopy(model)
@@ -367,6 +400,24 @@ def test_top_eigenvalue_recorder_matches_dense_hessians_of_saved_parameters(digi
         assert abs(value - expected) <= 1e-4 * expected
 
 
+def test_top_eigenvalue_recorder_records_loss_confidence_and_gauss_newton_of_saved_parameters(digits):
+    model = sgdlab.make_model("mlp", digits, seed=0, hidden=(6,))
+    initial = clone_params(model_params(model))
+    x, y = digits.x_train[:60], digits.y_train[:60]
+    sharpness, keep = TopEigenvalueRecorder(every=3, x=x, y=y, tol=1e-6, gauss_newton=True), KeepSteps()
+    sgdlab.train(model, digits, lr=0.1, batch_size=100, steps=7, callbacks=[sharpness, keep], progress=False, evaluate=False)
+    model64 = copy.deepcopy(model).double()
+    for i, iterations in enumerate(sharpness.iterations):
+        params = initial if iterations == 0 else keep.after[iterations - 1]
+        params64 = {k: t.double() if t.is_floating_point() else t for k, t in params.items()}
+        logits = functional_call(model64, params64, (x.double(),))
+        assert math.isclose(sharpness.losses[i], float(F.cross_entropy(logits, y)), rel_tol=1e-5)
+        assert math.isclose(sharpness.confidences[i], float(logits.softmax(-1).max(-1).values.mean()), rel_tol=1e-5)
+        expected = float(torch.linalg.eigvalsh(dense_gauss_newton(model64, params64, x.double(), y))[-1])
+        assert abs(sharpness.gauss_newton_values[i] - expected) <= 1e-4 * expected
+    assert len(TopEigenvalueRecorder().gauss_newton_values) == 0   # off unless asked for
+
+
 def test_recorders_resume_from_a_checkpoint_as_if_never_interrupted(digits, tmp_path):
     x, y = digits.x_train[:50], digits.y_train[:50]
 
@@ -399,15 +450,38 @@ def test_a_recorder_used_twice_records_only_the_second_run(digits):
 
 # ---------------------------------------------------------------- distance laws
 
-def test_log_and_power_laws_recover_their_coefficients():
+@pytest.mark.parametrize("space", ["linear", "log"])
+def test_log_and_power_laws_recover_their_coefficients_in_either_space(space):
     t = np.arange(1, 200, dtype=np.float64)
-    log_fit = fit_log_law(t, 2.0 + 3.0 * np.log(t))
-    assert np.allclose(log_fit.coefficients, (2.0, 3.0)) and math.isclose(log_fit.r2, 1.0)
-    power_fit = fit_power_law(t, 0.5 * t ** 0.7)
+    log_fit = fit_log_law(t, 2.0 + 3.0 * np.log(t), space=space)
+    assert np.allclose(log_fit.coefficients, (2.0, 3.0)) and math.isclose(log_fit.r2, 1.0) and log_fit.space == space
+    power_fit = fit_power_law(t, 0.5 * t ** 0.7, space=space)
     assert np.allclose(power_fit.coefficients, (0.5, 0.7)) and math.isclose(power_fit.r2, 1.0)
-    # a logarithm is fitted better by the log law than by a power law, on the distances themselves
-    assert fit_power_law(t, 2.0 + 3.0 * np.log(t)).r2 < log_fit.r2
+    # each law fits its own curve better than the other law does, scored in the same space
+    assert fit_power_law(t, 2.0 + 3.0 * np.log(t), space=space).r2 < log_fit.r2
+    assert fit_log_law(t, 0.5 * t ** 0.7, space=space).r2 < power_fit.r2
     assert np.allclose(log_fit([1.0, math.e]), [2.0, 5.0])
+
+
+def test_law_fits_minimise_the_squared_error_of_their_own_space():
+    """Against a brute-force grid: no (coefficients) pair on it has a smaller sum of squares
+    in the fit's space, and R² is that space's (1 - residual / total sum of squares)."""
+    rng = np.random.default_rng(0)
+    t = np.arange(1, 120, dtype=np.float64)
+    d = (1.0 + 2.0 * np.log(t)) * np.exp(rng.normal(0, 0.05, len(t)))    # noisy, positive
+    transform = {"linear": lambda v: v, "log": np.log}
+    for space, f in transform.items():
+        for fit, law in ((fit_log_law(t, d, space=space), lambda a, b: a + b * np.log(t)),
+                         (fit_power_law(t, d, space=space), lambda c, p: c * t ** p)):
+            first, second = fit.coefficients
+            best = np.sum((f(d) - f(law(first, second))) ** 2)
+            for da in np.linspace(-0.05, 0.05, 11):
+                for db in np.linspace(-0.05, 0.05, 11):
+                    values = law(first * (1 + da), second * (1 + db))
+                    if np.all(values > 0):
+                        assert np.sum((f(d) - f(values)) ** 2) >= best * (1 - 1e-9)
+            total = np.sum((f(d) - f(d).mean()) ** 2)
+            assert math.isclose(fit.r2, 1 - best / total, rel_tol=1e-9)
 
 
 def test_law_fits_reject_bad_series():
@@ -417,6 +491,10 @@ def test_law_fits_reject_bad_series():
         fit_log_law([0, 1, 2], [1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="positive distances"):
         fit_power_law([1, 2, 3], [0.0, 1.0, 2.0])
+    with pytest.raises(ValueError, match="positive distances"):
+        fit_log_law([1, 2, 3], [0.0, 1.0, 2.0], space="log")
+    with pytest.raises(ValueError, match="space='cubic' is not known"):
+        fit_log_law([1, 2, 3], [1.0, 2.0, 3.0], space="cubic")
 
 
 # ---------------------------------------------------------------- bad input

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 import sgdlab
-from sgdlab.seeds import train_seeds
+import numpy as np
+
+from sgdlab.seeds import spread_of_group_means, standard_deviation_interval, train_seeds
 
 SEEDS = (0, 3, 7)
 
@@ -94,3 +96,25 @@ def test_bad_input_is_refused_with_its_name(digits, arguments, message):
     call.update(arguments)
     with pytest.raises(ValueError, match=message):
         train_seeds(**call)
+
+
+def test_group_means_use_every_value_once_in_order():
+    values = np.arange(10.0)
+    assert spread_of_group_means(values, 3).tolist() == [1.0, 4.0, 7.0]       # the tenth value is left out
+    assert spread_of_group_means(values, 1).tolist() == values.tolist()
+    with pytest.raises(ValueError, match="n must be an int in 1..10"):
+        spread_of_group_means(values, 11)
+
+
+def test_spread_of_group_means_of_independent_draws_is_sigma_over_root_n_within_the_interval():
+    """Simulated independent normal draws: the measured spread of the means of disjoint
+    groups falls in standard_deviation_interval about 95% of the time (a reference by simulation)."""
+    rng = np.random.default_rng(0)
+    sigma, n, groups, trials = 2.0, 5, 8, 4000
+    low, high = standard_deviation_interval(sigma / math.sqrt(n), groups)
+    spreads = np.array([spread_of_group_means(rng.normal(0, sigma, n * groups), n).std(ddof=1) for _ in range(trials)])
+    coverage = float(((low <= spreads) & (spreads <= high)).mean())
+    assert abs(coverage - 0.95) < 0.015
+    assert abs(float(np.median(spreads)) / (sigma / math.sqrt(n)) - 1) < 0.05
+    with pytest.raises(ValueError, match="groups must be an int of at least 2"):
+        standard_deviation_interval(1.0, 1)

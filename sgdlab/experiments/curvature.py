@@ -39,6 +39,9 @@ class Config:
     batches: int = 50                              # sampled mini-batches per alignment estimate (the paper: 50)
     hessian_examples: int | None = None            # Hessian over the first examples only (None: the whole set)
     seed: int = 0                                  # initialisation and data order of every run
+    # the chapter only (book/curvature.ipynb); the command line trains `seed` alone:
+    seeds: int = 5                                 # runs (seeds 0, 1, ...) per batch size for cosine and distance
+    control_steps: int = 2500                      # updates of the lr / 5 control run of the sharpness section
 
 
 @dataclasses.dataclass
