@@ -435,28 +435,6 @@ def plot_seed_spread(values: dict, ax=None, *, ylabel: str = "test error (%)"):
     return ax
 
 
-def plot_standard_error(n_seeds, standard_errors, ax=None, *, sd: float | None = None, gap: float | None = None,
-                        unit: str = "percentage points"):
-    """The standard error of a mean against the number of seeds, on log-log axes.
-
-    ``standard_errors`` are measured values at ``n_seeds``; with ``sd`` the line ``sd / sqrt(n)``
-    is drawn, and with ``gap`` a horizontal line at half the gap: a difference is resolved
-    roughly where two standard errors of the difference (2 * sqrt(2) * sd / sqrt(n)) fall below it.
-    """
-    ax = _axes(ax)
-    n = np.asarray(n_seeds, dtype=float)
-    ax.loglog(n, standard_errors, "o", label="measured (resampled seeds)")
-    if sd is not None:
-        grid = np.linspace(n.min(), n.max(), 100)
-        ax.loglog(grid, sd / np.sqrt(grid), "-", label=r"$\sigma / \sqrt{n}$")
-    if gap is not None:
-        ax.axhline(gap / (2 * np.sqrt(2)), color="C3", ls="--", label=r"gap / $2\sqrt{2}$")
-    ax.set(xlabel="number of seeds n", ylabel=f"standard error of the mean ({unit})")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize="small")
-    return ax
-
-
 def _running_mean(values, window: int) -> np.ndarray:
     """Mean of the ``window`` values centred on each value (fewer at the ends; NaNs ignored): no lag at a drop."""
     values = np.asarray(values, dtype=np.float64)
