@@ -1,4 +1,7 @@
 import functools
+import itertools
+
+import numpy as np
 
 import pytest
 import torch
@@ -8,8 +11,9 @@ from torch.func import functional_call
 import sgdlab
 from sgdlab.landscape import lmc_barrier
 from sgdlab.permutation import (
-    activation_matching, apply_permutation, identity_permutation, inverse_permutation, permutation_spec,
-    random_permutation, weight_matching,
+    _best_non_identity, activation_matching, apply_permutation, dead_units, identity_permutation, inverse_permutation,
+    nearest_permuted_copy, nearest_transposition, permutation_spec, random_permutation, transposition_distances,
+    weight_matching,
 )
 
 # (arch, options, data): digits for the MLPs, MNIST-1D-shaped signals for the cnn, 3x32x32 images for the rest
@@ -321,3 +325,110 @@ def test_the_first_pass_matches_layer_by_layer_from_the_input():
         planted = random_permutation(spec, seed=8)
         found = weight_matching(spec, params, apply_permutation(spec, planted, params), max_iter=1)
         assert all(torch.equal(found[name], inverse_permutation(planted)[name]) for name in spec.sizes)
+
+
+# --- the nearest permuted copy, against every permutation of a small network ---------------------------------
+
+def small_mlp(hidden, seed=0, batchnorm=False):
+    """An MLP on 3 inputs with random weights (and BatchNorm statistics), small enough to enumerate its permutations."""
+    model = nn.Sequential()
+    sizes = (3, *hidden)
+    for k, (a, b) in enumerate(zip(sizes, sizes[1:]), start=1):
+        model.add_module(f"fc{k}", nn.Linear(a, b))
+        if batchnorm:
+            model.add_module(f"bn{k}", nn.BatchNorm1d(b))
+        model.add_module(f"relu{k}", nn.ReLU())
+    model.add_module("out", nn.Linear(sizes[-1], 2))
+    g = torch.Generator().manual_seed(seed)
+    params = {k: torch.randn(t.shape, generator=g).abs() if k.endswith("running_var") else torch.randn(t.shape, generator=g)
+              for k, t in model.state_dict().items() if t.is_floating_point()}
+    params.update({k: t for k, t in model.state_dict().items() if not t.is_floating_point()})
+    return model, permutation_spec(model), params
+
+
+def every_copy(spec, params):
+    """(perm, distance) for every non-identity permutation of the spec: the brute-force reference."""
+    names = list(spec.sizes)
+    for choice in itertools.product(*(itertools.permutations(range(spec.sizes[p])) for p in names)):
+        perm = {p: torch.tensor(pi) for p, pi in zip(names, choice)}
+        if all(torch.equal(pi, torch.arange(len(pi))) for pi in perm.values()):
+            continue
+        yield perm, sgdlab.distance(params, apply_permutation(spec, perm, params))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_transposition_distances_are_the_distances_to_the_swapped_copies(seed, batchnorm):
+    model, spec, params = small_mlp((4, 5), seed, batchnorm)
+    _, _, other = small_mlp((4, 5), seed + 10, batchnorm)
+    for name, n in spec.sizes.items():
+        for to in (None, other):
+            d = transposition_distances(spec, params, name, to=to)
+            for i, j in itertools.product(range(n), repeat=2):
+                pi = torch.arange(n)
+                pi[[i, j]] = pi[[j, i]]
+                copy = apply_permutation(spec, {**identity_permutation(spec), name: pi}, params)
+                assert d[i, j].item() == pytest.approx(sgdlab.distance(params if to is None else to, copy), rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_one_hidden_layer_nearest_transposition_is_the_nearest_of_all_permuted_copies(seed):
+    model, spec, params = small_mlp((4,), seed)
+    reference = min(d for _, d in every_copy(spec, params))  # all 23 non-identity permutations
+    best = nearest_transposition(spec, params)
+    assert best.distance == pytest.approx(reference, rel=1e-9)
+    perm, d = nearest_permuted_copy(spec, params)
+    assert d == pytest.approx(reference, rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_two_hidden_layers_weight_matching_without_the_identity_finds_the_nearest_copy(seed):
+    model, spec, params = small_mlp((4, 4), seed)
+    copies = list(every_copy(spec, params))  # 24 * 24 - 1 permutations
+    reference = min(d for _, d in copies)
+    perm, d = nearest_permuted_copy(spec, params)
+    assert not all(torch.equal(pi, torch.arange(len(pi))) for pi in perm.values())
+    assert d == pytest.approx(sgdlab.distance(params, apply_permutation(spec, perm, params)), rel=1e-12)
+    assert reference - 1e-9 <= d <= nearest_transposition(spec, params).distance + 1e-9
+    assert d == pytest.approx(reference, rel=1e-9)  # on these networks the local search is exact
+
+
+def test_the_best_non_identity_assignment_is_the_second_best_when_the_identity_is_best():
+    g = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        gain = torch.randn(5, 5, generator=g).double().numpy()
+        gain[np.arange(5), np.arange(5)] += 3  # the identity is the best assignment
+        scores = {pi: gain[np.arange(5), list(pi)].sum() for pi in itertools.permutations(range(5))}
+        del scores[tuple(range(5))]
+        best = _best_non_identity(gain)
+        assert gain[np.arange(5), best].sum() == pytest.approx(max(scores.values()), rel=1e-12)
+        assert not np.array_equal(best, np.arange(5))
+
+
+def test_nearest_transposition_among_a_set_of_units_only_swaps_two_of_them():
+    model, spec, params = small_mlp((6,), 0)
+    among = {"fc1": torch.tensor([True, False, True, True, False, False])}
+    best = nearest_transposition(spec, params, among=among)
+    d = transposition_distances(spec, params, "fc1")
+    allowed = [(i, j) for i in (0, 2, 3) for j in (0, 2, 3) if i < j]
+    assert (best.i, best.j) in allowed and best.distance == pytest.approx(min(d[i, j].item() for i, j in allowed))
+    assert nearest_transposition(spec, params, among={"fc1": torch.tensor([True] + [False] * 5)}) is None
+
+
+def test_dead_units_are_the_ones_that_never_fire_or_are_never_read():
+    model, spec, params = small_mlp((5,), 0)
+    x = torch.randn(50, 3, generator=torch.Generator().manual_seed(0))
+    params["fc1.weight"][1] = 0.0
+    params["fc1.bias"][1] = -1.0          # never fires
+    params["out.weight"][:, 3] = 0.0      # fires, but nothing reads it
+    dead = dead_units(model, params, x)["fc1"]
+    assert dead[1] and dead[3] and not dead[[0, 2, 4]].any()
+    # swapping two dead units that never fire leaves the function the same all along the straight line
+    params["fc1.weight"][4] = 0.0
+    params["fc1.bias"][4] = -2.0
+    pi = torch.tensor([0, 4, 2, 3, 1])
+    copy = apply_permutation(spec, {"fc1": pi}, params)
+    model.eval()
+    for alpha in (0.0, 0.3, 0.7, 1.0):
+        mixed = sgdlab.params.lerp(params, copy, alpha)
+        torch.testing.assert_close(functional_call(model, mixed, (x,)), functional_call(model, params, (x,)))
