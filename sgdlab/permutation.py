@@ -61,7 +61,7 @@ from torch import nn
 from torch.func import functional_call
 
 from .models import ARCHITECTURES, BasicBlock, ResNet
-from .params import Params, check_fits_model, check_same_keys, distance
+from .params import Params, check_fits_model, check_same_keys, distance, full_loss
 
 Permutation = Dict[str, torch.Tensor]
 
@@ -711,36 +711,86 @@ def nearest_permuted_copy(spec: PermutationSpec, params: Params, *, max_iter: in
     return best
 
 
-def dead_units(model: nn.Module, params: Params, x: torch.Tensor, *, chunk_size: int = 1024) -> dict[str, torch.Tensor]:
-    """Permutation name -> bool per unit: the units that take no part in the network's function on ``x``.
+def firing_rates(model: nn.Module, params: Params, x: torch.Tensor, *, chunk_size: int = 1024) -> dict[str, torch.Tensor]:
+    """Permutation name -> float per unit: the share of ``x``'s examples on which the unit fires.
 
-    A unit is dead when its activation after the ReLU is exactly 0 on every example of ``x``
-    (in eval mode, BatchNorm with the running statistics in ``params``; every spatial position
-    counts), or when every weight that reads it is exactly 0. Swapping two dead units gives
-    a copy that computes the same function at every point of the straight line between the
-    two (their pre-activations stay <= 0 on ``x`` along it, for a network without BatchNorm
-    between the layer and its ReLU), so such copies are functionally trivial.
+    A unit fires on an example when its activation after the ReLU is above 0 there (in eval
+    mode, BatchNorm with the running statistics in ``params``), at some spatial position for a
+    convolution, at some site where it is seen for a residual stream (see
+    :func:`activation_matching`). 0 for a unit that never fires on ``x``.
     """
     spec = permutation_spec(model)
     check_fits_model(model, params)
     if len(x) == 0:
-        raise ValueError("x holds no examples; dead_units needs at least one")
+        raise ValueError("x holds no examples; firing_rates needs at least one")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size!r} must be a positive int")
     missing = [p for p in spec.sizes if p not in spec.activations]
     if missing:
         raise ValueError(f"the units of permutations {missing} are not followed by a ReLU in this model")
     sites = sorted({site for names in spec.activations.values() for site in names})
-    fires = {}
+    counts = {p: torch.zeros(n) for p, n in spec.sizes.items()}
     for start in range(0, len(x), chunk_size):
-        for site, seen in _activations(model, params, x[start:start + chunk_size], sites).items():
-            fired = (seen > 0).any(0).cpu()
-            fires[site] = fired if site not in fires else fires[site] | fired
+        chunk = x[start:start + chunk_size]
+        seen = _activations(model, params, chunk, sites)
+        for p in spec.sizes:
+            # (examples, units): fires at some position of some site
+            fired = torch.stack([(seen[site] > 0).reshape(len(chunk), -1, spec.sizes[p]).any(1)
+                                 for site in spec.activations[p]]).any(0)
+            counts[p] += fired.sum(0).cpu().float()
+    return {p: c / len(x) for p, c in counts.items()}
+
+
+def dead_units(model: nn.Module, params: Params, x: torch.Tensor, *, chunk_size: int = 1024) -> dict[str, torch.Tensor]:
+    """Permutation name -> bool per unit: the units that take no part in the network's function on ``x``.
+
+    A unit is dead when it fires on no example of ``x`` (:func:`firing_rates` is 0), or when
+    every weight that reads it is exactly 0. Swapping two units that never fire gives a copy
+    that computes the same function on ``x`` at every point of the straight line between the
+    two, for a network without BatchNorm between the layer and its ReLU (a mean of two
+    pre-activations <= 0 is <= 0), so such copies are functionally trivial.
+    """
+    spec = permutation_spec(model)
+    silent = {p: rate == 0 for p, rate in firing_rates(model, params, x, chunk_size=chunk_size).items()}
     dead = {}
     for p, n in spec.sizes.items():
-        silent = ~torch.stack([fires[site] for site in spec.activations[p]]).any(0)
         read = torch.zeros(n, dtype=torch.bool)
         for key, names in spec.axes.items():
             for axis, q in enumerate(names):
                 if q == p and axis > 0 and key not in spec.buffers:
                     read |= (_rows(params[key], axis) != 0).any(1)
-        dead[p] = silent | ~read
+        dead[p] = silent[p] | ~read
     return dead
+
+
+def swap_midpoint_losses(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, name: str,
+                         pairs: torch.Tensor, *, bn: str = "eval") -> torch.Tensor:
+    """Loss (mean cross-entropy over ``(x, y)``, nats) at the midpoint of the straight line from
+    ``params`` to its copy with units ``i`` and ``j`` of permutation ``name`` swapped, for each
+    row ``(i, j)`` of ``pairs`` (``(k, 2)`` integers). Float64 tensor of length ``k``.
+
+    Both ends compute the same function; the midpoint is the network with units ``i`` and
+    ``j`` both replaced by their average (every tensor's rows ``i`` and ``j`` along the axis
+    ``name`` reorders, BatchNorm statistics included). Its loss minus the ends' loss is the
+    barrier on that line by the paper's definition (the line is symmetric about its midpoint).
+    ``bn`` as in :func:`sgdlab.full_loss`.
+    """
+    spec = permutation_spec(model)
+    check_fits_model(model, params)
+    axes = spec.axes_permuted_by(name)
+    pairs = torch.as_tensor(pairs)
+    if pairs.dim() != 2 or pairs.shape[1] != 2 or pairs.dtype.is_floating_point:
+        raise ValueError(f"pairs must be (k, 2) integers, got dtype {pairs.dtype}, shape {tuple(pairs.shape)}")
+    if len(pairs) and not (0 <= int(pairs.min()) and int(pairs.max()) < spec.sizes[name]):
+        raise ValueError(f"pairs must hold unit indices 0..{spec.sizes[name] - 1} of permutation {name!r}")
+    losses = torch.empty(len(pairs), dtype=torch.float64)
+    for k, (i, j) in enumerate(pairs.tolist()):
+        mid = dict(params)
+        for key, axis in axes:
+            if params[key].is_floating_point():
+                t = params[key].clone()
+                both = torch.tensor([i, j], device=t.device)
+                mean = t.index_select(axis, both).mean(axis, keepdim=True)
+                mid[key] = t.index_copy(axis, both, mean.expand_as(t.index_select(axis, both)))
+        losses[k] = full_loss(model, mid, x, y, bn=bn)
+    return losses

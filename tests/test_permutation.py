@@ -11,8 +11,9 @@ from torch.func import functional_call
 import sgdlab
 from sgdlab.landscape import lmc_barrier
 from sgdlab.permutation import (
-    _best_non_identity, activation_matching, apply_permutation, dead_units, identity_permutation, inverse_permutation,
-    nearest_permuted_copy, nearest_transposition, permutation_spec, random_permutation, transposition_distances,
+    _best_non_identity, activation_matching, apply_permutation, dead_units, firing_rates, identity_permutation, inverse_permutation,
+    nearest_permuted_copy, nearest_transposition, permutation_spec, random_permutation, swap_midpoint_losses,
+    transposition_distances,
     weight_matching,
 )
 
@@ -432,3 +433,24 @@ def test_dead_units_are_the_ones_that_never_fire_or_are_never_read():
     for alpha in (0.0, 0.3, 0.7, 1.0):
         mixed = sgdlab.params.lerp(params, copy, alpha)
         torch.testing.assert_close(functional_call(model, mixed, (x,)), functional_call(model, params, (x,)))
+
+
+def test_firing_rates_count_the_examples_on_which_each_unit_fires():
+    model, spec, params = small_mlp((5,), 0)
+    x = torch.randn(40, 3, generator=torch.Generator().manual_seed(1))
+    hidden = torch.relu(x @ params["fc1.weight"].T + params["fc1.bias"])
+    torch.testing.assert_close(firing_rates(model, params, x, chunk_size=7)["fc1"], (hidden > 0).float().mean(0))
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_swap_midpoint_losses_are_the_losses_halfway_to_the_swapped_copies(batchnorm):
+    model, spec, params = small_mlp((4, 5), 0, batchnorm)
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(30, 3, generator=g), torch.randint(0, 2, (30,), generator=g)
+    pairs = torch.tensor([[0, 1], [2, 4], [3, 1]])
+    losses = swap_midpoint_losses(model, params, x, y, "fc2", pairs)
+    for (i, j), loss in zip(pairs.tolist(), losses):
+        pi = torch.arange(5)
+        pi[[i, j]] = pi[[j, i]]
+        copy = apply_permutation(spec, {**identity_permutation(spec), "fc2": pi}, params)
+        assert loss.item() == pytest.approx(sgdlab.full_loss(model, sgdlab.params.lerp(params, copy, 0.5), x, y), rel=1e-6)
