@@ -591,7 +591,7 @@ def transposition_distances(spec: PermutationSpec, params: Params, name: str, *,
 
 def _pairs_among(size: int, among: torch.Tensor | None) -> torch.Tensor:
     """``(n, n)`` bool: the pairs ``i < j`` with both units in ``among`` (all units when ``None``)."""
-    allowed = torch.ones(size, dtype=torch.bool) if among is None else torch.as_tensor(among, dtype=torch.bool).cpu()
+    allowed = torch.ones(size, dtype=torch.bool) if among is None else torch.as_tensor(among).cpu().bool()
     if allowed.shape != (size,):
         raise ValueError(f"among must hold one bool per unit ({size}), got shape {tuple(allowed.shape)}")
     return torch.triu(allowed[:, None] & allowed[None, :], diagonal=1)
@@ -626,6 +626,32 @@ def nearest_transposition(spec: PermutationSpec, params: Params, *, to: Params |
         if best is None or masked[i, j] < best.distance:
             best = Transposition(p, i, j, float(masked[i, j]))
     return best
+
+
+def swap_table(spec: PermutationSpec, params: Params, *, to: Params | None = None,
+               dead: dict[str, torch.Tensor] | None = None) -> dict[str, np.ndarray]:
+    """Every single swap of two units of one layer, as columns of equal length (one row per swap).
+
+    ``name``, ``i``, ``j`` (``i < j``): the swap; ``distance``: from ``to`` (default ``params``
+    itself) to ``params`` with the two units swapped (:func:`transposition_distances`); with
+    ``dead`` (permutation name -> bool per unit, e.g. :func:`dead_units`), ``kind``: ``"live"``
+    when neither unit is dead, ``"dead"`` when both are, ``"mixed"`` otherwise. Rows in the
+    spec's order, then by ``i``, then ``j``; the same order for any ``to``.
+    """
+    columns = {"name": [], "i": [], "j": [], "distance": [], "kind": []}
+    for p, n in spec.sizes.items():
+        i, j = torch.triu_indices(n, n, offset=1)
+        columns["name"] += [p] * len(i)
+        columns["i"].append(i.numpy())
+        columns["j"].append(j.numpy())
+        columns["distance"].append(transposition_distances(spec, params, p, to=to)[i, j].numpy())
+        if dead is not None:
+            both = dead[p].cpu()[i].long() + dead[p].cpu()[j].long()
+            columns["kind"].append(np.array(["live", "mixed", "dead"])[both.numpy()])
+    table = {"name": np.array(columns["name"], dtype=object)}
+    for key in ("i", "j", "distance") + (("kind",) if dead is not None else ()):
+        table[key] = np.concatenate(columns[key]) if columns[key] else np.array([])
+    return table
 
 
 def _best_non_identity(gain: np.ndarray) -> np.ndarray:
@@ -763,34 +789,32 @@ def dead_units(model: nn.Module, params: Params, x: torch.Tensor, *, chunk_size:
     return dead
 
 
-def swap_midpoint_losses(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, name: str,
-                         pairs: torch.Tensor, *, bn: str = "eval") -> torch.Tensor:
-    """Loss (mean cross-entropy over ``(x, y)``, nats) at the midpoint of the straight line from
-    ``params`` to its copy with units ``i`` and ``j`` of permutation ``name`` swapped, for each
-    row ``(i, j)`` of ``pairs`` (``(k, 2)`` integers). Float64 tensor of length ``k``.
+def swap_midpoint_losses(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, swaps, *,
+                         bn: str = "eval") -> np.ndarray:
+    """Loss (mean cross-entropy over ``(x, y)``, nats) halfway along the straight line from
+    ``params`` to its copy with two units swapped, for each swap ``(name, i, j)`` of ``swaps``
+    (units ``i`` and ``j`` of permutation ``name``). Float64 array, one entry per swap.
 
     Both ends compute the same function; the midpoint is the network with units ``i`` and
     ``j`` both replaced by their average (every tensor's rows ``i`` and ``j`` along the axis
     ``name`` reorders, BatchNorm statistics included). Its loss minus the ends' loss is the
-    barrier on that line by the paper's definition (the line is symmetric about its midpoint).
-    ``bn`` as in :func:`sgdlab.full_loss`.
+    height of the barrier on that line by the paper's definition when the loss along the
+    line peaks at its middle (the line is symmetric about it). ``bn`` as in
+    :func:`sgdlab.full_loss`. One full-data loss per swap.
     """
     spec = permutation_spec(model)
     check_fits_model(model, params)
-    axes = spec.axes_permuted_by(name)
-    pairs = torch.as_tensor(pairs)
-    if pairs.dim() != 2 or pairs.shape[1] != 2 or pairs.dtype.is_floating_point:
-        raise ValueError(f"pairs must be (k, 2) integers, got dtype {pairs.dtype}, shape {tuple(pairs.shape)}")
-    if len(pairs) and not (0 <= int(pairs.min()) and int(pairs.max()) < spec.sizes[name]):
-        raise ValueError(f"pairs must hold unit indices 0..{spec.sizes[name] - 1} of permutation {name!r}")
-    losses = torch.empty(len(pairs), dtype=torch.float64)
-    for k, (i, j) in enumerate(pairs.tolist()):
+    swaps = list(swaps)
+    losses = np.empty(len(swaps))
+    for k, (name, i, j) in enumerate(swaps):
+        if name not in spec.sizes or not (0 <= int(i) < spec.sizes[name] and 0 <= int(j) < spec.sizes[name]):
+            raise ValueError(f"swap {k} = {(name, i, j)!r} does not name two units of a permutation of this model; "
+                             f"its permutations are {dict(spec.sizes)}")
         mid = dict(params)
-        for key, axis in axes:
+        for key, axis in spec.axes_permuted_by(name):
             if params[key].is_floating_point():
-                t = params[key].clone()
-                both = torch.tensor([i, j], device=t.device)
-                mean = t.index_select(axis, both).mean(axis, keepdim=True)
-                mid[key] = t.index_copy(axis, both, mean.expand_as(t.index_select(axis, both)))
+                both = torch.tensor([int(i), int(j)], device=params[key].device)
+                rows = params[key].index_select(axis, both)
+                mid[key] = params[key].index_copy(axis, both, rows.mean(axis, keepdim=True).expand_as(rows))
         losses[k] = full_loss(model, mid, x, y, bn=bn)
     return losses

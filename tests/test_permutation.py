@@ -12,7 +12,7 @@ import sgdlab
 from sgdlab.landscape import lmc_barrier
 from sgdlab.permutation import (
     _best_non_identity, activation_matching, apply_permutation, dead_units, firing_rates, identity_permutation, inverse_permutation,
-    nearest_permuted_copy, nearest_transposition, permutation_spec, random_permutation, swap_midpoint_losses,
+    nearest_permuted_copy, nearest_transposition, permutation_spec, random_permutation, swap_midpoint_losses, swap_table,
     transposition_distances,
     weight_matching,
 )
@@ -447,10 +447,22 @@ def test_swap_midpoint_losses_are_the_losses_halfway_to_the_swapped_copies(batch
     model, spec, params = small_mlp((4, 5), 0, batchnorm)
     g = torch.Generator().manual_seed(2)
     x, y = torch.randn(30, 3, generator=g), torch.randint(0, 2, (30,), generator=g)
-    pairs = torch.tensor([[0, 1], [2, 4], [3, 1]])
-    losses = swap_midpoint_losses(model, params, x, y, "fc2", pairs)
-    for (i, j), loss in zip(pairs.tolist(), losses):
+    pairs = [(0, 1), (2, 4), (3, 1)]
+    losses = swap_midpoint_losses(model, params, x, y, [("fc2", i, j) for i, j in pairs])
+    for (i, j), loss in zip(pairs, losses):
         pi = torch.arange(5)
         pi[[i, j]] = pi[[j, i]]
         copy = apply_permutation(spec, {**identity_permutation(spec), "fc2": pi}, params)
-        assert loss.item() == pytest.approx(sgdlab.full_loss(model, sgdlab.params.lerp(params, copy, 0.5), x, y), rel=1e-6)
+        assert loss == pytest.approx(sgdlab.full_loss(model, sgdlab.params.lerp(params, copy, 0.5), x, y), rel=1e-6)
+
+
+def test_swap_table_lists_every_swap_once_with_its_distance_and_kind():
+    model, spec, params = small_mlp((4, 5), 0)
+    _, _, other = small_mlp((4, 5), 1)
+    dead = {"fc1": torch.tensor([True, False, True, False]), "fc2": torch.zeros(5, dtype=torch.bool)}
+    table = swap_table(spec, params, to=other, dead=dead)
+    assert len(table["i"]) == 6 + 10 and (table["i"] < table["j"]).all()
+    for name, i, j, d, kind in zip(table["name"], table["i"], table["j"], table["distance"], table["kind"]):
+        assert d == transposition_distances(spec, params, name, to=other)[i, j].item()
+        assert kind == ("dead" if name == "fc1" and (i, j) == (0, 2) else "mixed" if name == "fc1" and dead["fc1"][[i, j]].any()
+                        else "live")
