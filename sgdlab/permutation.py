@@ -575,7 +575,7 @@ def transposition_distances(spec: PermutationSpec, params: Params, name: str, *,
     check_params(spec, to, name="to")
     check_same_keys(params, to)
     axes = spec.axes_permuted_by(name)  # raises on a name the spec lacks
-    cross = torch.zeros(spec.sizes[name], spec.sizes[name], dtype=torch.float64)
+    cross = torch.zeros(spec.sizes[name], spec.sizes[name], dtype=torch.float64, device="cpu")
     for key, axis in axes:
         if not params[key].is_floating_point():
             continue
@@ -591,7 +591,7 @@ def transposition_distances(spec: PermutationSpec, params: Params, name: str, *,
 
 def _pairs_among(size: int, among: torch.Tensor | None) -> torch.Tensor:
     """``(n, n)`` bool: the pairs ``i < j`` with both units in ``among`` (all units when ``None``)."""
-    allowed = torch.ones(size, dtype=torch.bool) if among is None else torch.as_tensor(among).cpu().bool()
+    allowed = torch.ones(size, dtype=torch.bool, device="cpu") if among is None else torch.as_tensor(among).cpu().bool()
     if allowed.shape != (size,):
         raise ValueError(f"among must hold one bool per unit ({size}), got shape {tuple(allowed.shape)}")
     return torch.triu(allowed[:, None] & allowed[None, :], diagonal=1)
@@ -755,7 +755,7 @@ def firing_rates(model: nn.Module, params: Params, x: torch.Tensor, *, chunk_siz
     if missing:
         raise ValueError(f"the units of permutations {missing} are not followed by a ReLU in this model")
     sites = sorted({site for names in spec.activations.values() for site in names})
-    counts = {p: torch.zeros(n) for p, n in spec.sizes.items()}
+    counts = {p: torch.zeros(n, device="cpu") for p, n in spec.sizes.items()}
     for start in range(0, len(x), chunk_size):
         chunk = x[start:start + chunk_size]
         seen = _activations(model, params, chunk, sites)
@@ -780,7 +780,7 @@ def dead_units(model: nn.Module, params: Params, x: torch.Tensor, *, chunk_size:
     silent = {p: rate == 0 for p, rate in firing_rates(model, params, x, chunk_size=chunk_size).items()}
     dead = {}
     for p, n in spec.sizes.items():
-        read = torch.zeros(n, dtype=torch.bool)
+        read = torch.zeros(n, dtype=torch.bool, device="cpu")
         for key, names in spec.axes.items():
             for axis, q in enumerate(names):
                 if q == p and axis > 0 and key not in spec.buffers:
