@@ -46,6 +46,18 @@ Conventions
   permuted network agrees with the original in eval mode as well as with batch
   statistics; ``num_batches_tracked`` is left as it is. They follow the weights but do not
   vote in weight matching (they are statistics of the data, not weights).
+
+The nearest permuted copy
+-------------------------
+Every permuted copy ``apply_permutation(spec, perm, w)`` computes ``w``'s function; the
+nearest one sets the scale on which a distance in weight space is "far". A random
+permutation moves almost every unit and lands far away; the nearest copy is found by
+:func:`transposition_distances` / :func:`nearest_transposition` (every swap of two units, in
+closed form, exact for one hidden layer) and :func:`nearest_permuted_copy` (weight matching
+with the identity excluded). A swap of two dead units (:func:`dead_units`) is trivial: the
+straight line to it keeps the function; :func:`swap_midpoint_losses` measures how far the
+line to any swap moves the loss. Distances count every floating-point entry, as
+:func:`sgdlab.params.distance` does.
 """
 
 from __future__ import annotations
@@ -561,7 +573,7 @@ def transposition_distances(spec: PermutationSpec, params: Params, name: str, *,
     ``to`` defaults to ``params`` itself: then the matrix is the distance from the network to
     each of its single-swap copies, symmetric with a zero diagonal. The diagonal is always
     ``d(to, params)``. Euclidean distance over every floating-point entry (parameters and, when
-    ``params`` holds them, BatchNorm running statistics, as :func:`sgdlab.distance` counts them).
+    ``params`` holds them, BatchNorm running statistics, as :func:`sgdlab.params.distance` counts them).
 
     Closed form, no copy is built: swapping units ``i`` and ``j`` changes only the rows
     (along the axis ``name`` reorders) ``i`` and ``j`` of each tensor it touches. With ``m`` the
@@ -695,7 +707,7 @@ def nearest_permuted_copy(spec: PermutationSpec, params: Params, *, max_iter: in
     excluded this way: for each permutation ``p`` of the spec in turn, ``p`` is held away from
     the identity and the others are free. Coordinate descent as in :func:`weight_matching`
     (all parameters voting, BatchNorm statistics not): ``p`` is solved exactly among its
-    non-identity permutations (:func:`_best_non_identity`), the others by plain assignment,
+    non-identity permutations (by a shortest-cycle search, exact), the others by plain assignment,
     starting from the identity with ``p`` at its best non-identity permutation, which is
     its nearest transposition. The best over ``p`` is returned.
 
@@ -703,7 +715,7 @@ def nearest_permuted_copy(spec: PermutationSpec, params: Params, *, max_iter: in
     with more layers a local search, never farther than the nearest transposition, and
     possibly farther than the true nearest copy (the tests compare with every permutation of
     a small MLP). The returned distance counts every floating-point entry, as
-    :func:`sgdlab.distance` does. Cost per solve of ``p``: one ``n x n`` assignment and an
+    :func:`sgdlab.params.distance` does. Cost per solve of ``p``: one ``n x n`` assignment and an
     ``O(n^3)`` shortest-cycle search.
     """
     check_params(spec, params)
@@ -800,7 +812,7 @@ def swap_midpoint_losses(model: nn.Module, params: Params, x: torch.Tensor, y: t
     ``name`` reorders, BatchNorm statistics included). Its loss minus the ends' loss is the
     height of the barrier on that line by the paper's definition when the loss along the
     line peaks at its middle (the line is symmetric about it). ``bn`` as in
-    :func:`sgdlab.full_loss`. One full-data loss per swap.
+    :func:`sgdlab.params.full_loss`. One full-data loss per swap.
     """
     spec = permutation_spec(model)
     check_fits_model(model, params)
