@@ -370,10 +370,10 @@ class _MatchingProblem:
     time: they are summed once, in ``fixed[p]``.
     """
 
-    def __init__(self, spec: PermutationSpec, params_a: Params, params_b: Params):
+    def __init__(self, spec: PermutationSpec, params_a: Params, params_b: Params, *, buffers_vote: bool = False):
         self.spec, self.order = spec, list(spec.sizes)
-        weights = [key for key in spec.axes if key not in spec.buffers and params_a[key].is_floating_point()
-                   and any(spec.axes[key])]
+        weights = [key for key in spec.axes if (buffers_vote or key not in spec.buffers)
+                   and params_a[key].is_floating_point() and any(spec.axes[key])]
         as_numpy = lambda t: t.detach().to("cpu", torch.float64).numpy()
         self.a = {key: as_numpy(params_a[key]) for key in weights}
         self.b = {key: as_numpy(params_b[key]) for key in weights}
@@ -705,9 +705,10 @@ def nearest_permuted_copy(spec: PermutationSpec, params: Params, *, max_iter: in
 
     Matching a network to itself returns the identity (distance 0), so the identity is
     excluded this way: for each permutation ``p`` of the spec in turn, ``p`` is held away from
-    the identity and the others are free. Coordinate descent as in :func:`weight_matching`
-    (all parameters voting, BatchNorm statistics not): ``p`` is solved exactly among its
-    non-identity permutations (by a shortest-cycle search, exact), the others by plain assignment,
+    the identity and the others are free. Coordinate descent as in :func:`weight_matching`,
+    but with every floating-point entry voting, BatchNorm statistics included, so that it
+    minimises the distance it returns: ``p`` is solved exactly among its non-identity
+    permutations (by a shortest-cycle search), the others by plain assignment,
     starting from the identity with ``p`` at its best non-identity permutation, which is
     its nearest transposition. The best over ``p`` is returned.
 
@@ -723,7 +724,7 @@ def nearest_permuted_copy(spec: PermutationSpec, params: Params, *, max_iter: in
         raise ValueError(f"max_iter={max_iter!r} must be a positive int")
     if not spec.sizes or all(n < 2 for n in spec.sizes.values()):
         raise ValueError("this network has no two hidden units to swap: every permuted copy is the network itself")
-    problem = _MatchingProblem(spec, params, params)
+    problem = _MatchingProblem(spec, params, params, buffers_vote=True)  # the objective is the distance itself
     best = None
     for moved in (p for p, n in spec.sizes.items() if n >= 2):
         perm = {p: np.arange(n) for p, n in spec.sizes.items()}

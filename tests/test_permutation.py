@@ -383,8 +383,9 @@ def test_one_hidden_layer_nearest_transposition_is_the_nearest_of_all_permuted_c
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_two_hidden_layers_weight_matching_without_the_identity_finds_the_nearest_copy(seed):
-    model, spec, params = small_mlp((4, 4), seed)
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_two_hidden_layers_weight_matching_without_the_identity_finds_the_nearest_copy(seed, batchnorm):
+    model, spec, params = small_mlp((4, 4), seed, batchnorm)
     copies = list(every_copy(spec, params))  # 24 * 24 - 1 permutations
     reference = min(d for _, d in copies)
     perm, d = nearest_permuted_copy(spec, params)
