@@ -467,3 +467,18 @@ def test_swap_table_lists_every_swap_once_with_its_distance_and_kind():
         assert d == transposition_distances(spec, params, name, to=other)[i, j].item()
         assert kind == ("dead" if name == "fc1" and (i, j) == (0, 2) else "mixed" if name == "fc1" and dead["fc1"][[i, j]].any()
                         else "live")
+
+
+def test_bad_arguments_of_the_nearest_copy_tools_are_refused_by_name():
+    model, spec, params = small_mlp((4,), 0)
+    with pytest.raises(ValueError, match="permutation 'fc9' is not in this spec"):
+        transposition_distances(spec, params, "fc9")
+    with pytest.raises(ValueError, match="max_iter=0"):
+        nearest_permuted_copy(spec, params, max_iter=0)
+    with pytest.raises(ValueError, match="one bool per unit"):
+        nearest_transposition(spec, params, among={"fc1": torch.ones(3, dtype=torch.bool)})
+    with pytest.raises(ValueError, match="does not name two units"):
+        swap_midpoint_losses(model, params, torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), [("fc1", 0, 4)])
+    with pytest.raises(ValueError, match="no two hidden units"):
+        one = small_mlp((1,), 0)
+        nearest_permuted_copy(one[1], one[2])
