@@ -46,6 +46,12 @@ Conventions
   permuted network agrees with the original in eval mode as well as with batch
   statistics; ``num_batches_tracked`` is left as it is. They follow the weights but do not
   vote in weight matching (they are statistics of the data, not weights).
+
+The nearest permuted copy
+-------------------------
+How far the closest permuted copy of one network lies (every swap of two units, weight
+matching with the identity excluded, dead units, the loss halfway to a swap) is measured
+by :mod:`sgdlab.nearest_copy`, built on this module.
 """
 
 from __future__ import annotations
@@ -358,10 +364,10 @@ class _MatchingProblem:
     time: they are summed once, in ``fixed[p]``.
     """
 
-    def __init__(self, spec: PermutationSpec, params_a: Params, params_b: Params):
+    def __init__(self, spec: PermutationSpec, params_a: Params, params_b: Params, *, buffers_vote: bool = False):
         self.spec, self.order = spec, list(spec.sizes)
-        weights = [key for key in spec.axes if key not in spec.buffers and params_a[key].is_floating_point()
-                   and any(spec.axes[key])]
+        weights = [key for key in spec.axes if (buffers_vote or key not in spec.buffers)
+                   and params_a[key].is_floating_point() and any(spec.axes[key])]
         as_numpy = lambda t: t.detach().to("cpu", torch.float64).numpy()
         self.a = {key: as_numpy(params_a[key]) for key in weights}
         self.b = {key: as_numpy(params_b[key]) for key in weights}
@@ -457,18 +463,8 @@ def activation_matching(model: nn.Module, params_a: Params, params_b: Params, x:
     ``bn1`` and the ReLU. Returns ``perm`` such that ``apply_permutation(spec, perm,
     params_b)`` is ``b`` aligned to ``a``, for ``spec = permutation_spec(model)``.
     """
-    spec = permutation_spec(model)
-    check_fits_model(model, params_a, name="params_a")
-    check_fits_model(model, params_b, name="params_b")
-    if len(x) == 0:
-        raise ValueError("x holds no examples; activation matching needs at least one")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size={chunk_size!r} must be a positive int")
-    missing = [p for p in spec.sizes if p not in spec.activations]
-    if missing:
-        raise ValueError(f"the units of permutations {missing} are not followed by a ReLU in this model, "
-                         f"so activation matching cannot see them")
-    sites = sorted({site for names in spec.activations.values() for site in names})
+    spec, sites = _activation_sites(model, {"params_a": params_a, "params_b": params_b}, x, chunk_size,
+                                    "activation matching")
     moments = {site: _Moments() for site in sites}
     for start in range(0, len(x), chunk_size):
         chunk = x[start:start + chunk_size]
@@ -482,6 +478,24 @@ def activation_matching(model: nn.Module, params_a: Params, params_b: Params, x:
         _, cols = linear_sum_assignment(correlation.cpu().numpy(), maximize=True)
         perm[p] = torch.from_numpy(cols).long()
     return perm
+
+
+def _activation_sites(model: nn.Module, params: dict[str, Params], x: torch.Tensor, chunk_size: int,
+                      what: str) -> tuple[PermutationSpec, list[str]]:
+    """The spec of ``model`` and the modules where its units are seen (sorted), after checking
+    the arguments of ``what``: each of ``params`` (argument name -> parameters), ``x`` and ``chunk_size``."""
+    spec = permutation_spec(model)
+    for name, values in params.items():
+        check_fits_model(model, values, name=name)
+    if len(x) == 0:
+        raise ValueError(f"x holds no examples; {what} needs at least one")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size!r} must be a positive int")
+    missing = [p for p in spec.sizes if p not in spec.activations]
+    if missing:
+        raise ValueError(f"the units of permutations {missing} are not followed by a ReLU in this model, "
+                         f"so {what} cannot see them")
+    return spec, sorted({site for names in spec.activations.values() for site in names})
 
 
 def _activations(model: nn.Module, params: Params, x: torch.Tensor, sites: list[str]) -> dict[str, torch.Tensor]:

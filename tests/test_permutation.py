@@ -8,8 +8,8 @@ from torch.func import functional_call
 import sgdlab
 from sgdlab.landscape import lmc_barrier
 from sgdlab.permutation import (
-    activation_matching, apply_permutation, identity_permutation, inverse_permutation, permutation_spec,
-    random_permutation, weight_matching,
+    activation_matching, apply_permutation, identity_permutation, inverse_permutation, permutation_spec, random_permutation,
+    weight_matching,
 )
 
 # (arch, options, data): digits for the MLPs, MNIST-1D-shaped signals for the cnn, 3x32x32 images for the rest
