@@ -46,7 +46,8 @@ class Config:
 @dataclasses.dataclass
 class Result:
     """``steps`` of the snapshots (updates into the recorded phase), their ``distances`` from the
-    first (L2 over all parameters), the power law fitted to them after the first, and the final parameters."""
+    first (L2 over all parameters), the power law fitted to them after the first (least squares on the
+    log distances, and its R² scored there), and the final parameters."""
 
     steps: np.ndarray
     distances: np.ndarray
@@ -54,7 +55,7 @@ class Result:
 
     @property
     def fit(self) -> LawFit:
-        return fit_power_law(self.steps[1:], self.distances[1:])
+        return fit_power_law(self.steps[1:], self.distances[1:], space="log")
 
     def summary(self) -> dict:
         fit = self.fit
