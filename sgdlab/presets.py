@@ -57,7 +57,7 @@ class Preset:
     # ... and the convolutional network's (the chapter's second walk)
     # (trained to a useful accuracy first: a census of an untrained network says little)
     walk_cnn: WalkConfig = WalkConfig(arch="cnn", dataset="mnist1d", epochs=(10, 20), batch_size=100, lr=0.5,
-                                      eval_examples=2000)
+                                      eval_examples=1000)
     walk_lrs: tuple[float, ...] = (0.1, 0.3, 1.0)   # GD beside SGD (batch walk.batch_size) at these rates, 40 steps each
     walk_grid_lrs: tuple[float, ...] = (0.1, 0.3, 1.0)    # the appendix census grid: learning rates ...
     walk_grid_batch_sizes: tuple = (10, 50, 200)        # ... times batch sizes, one epoch each, on walk.arch

@@ -378,3 +378,43 @@ def census_grid(arch: str, dataset, *, lrs: Sequence[float], batch_sizes: Sequen
             row.pop("epoch")
             rows.append(dict(lr=lr, batch_size=batch_size, **row))
     return rows
+
+
+def valley_share_by_ratio(quadratics, inside, edges: Sequence[float]) -> list[dict]:
+    """The share of steps with a measured valley inside, per bin of the quadratic's ratio.
+
+    ``quadratics``: a :class:`StepQuadratic` or a list of them, ``inside``: for each of their
+    steps (a list of arrays alike) whether the measured segment has its lowest point strictly
+    inside. Bins are ``[edges[i], edges[i + 1])`` of :attr:`StepQuadratic.ratio`
+    (``lr g_B.H.g_B / g.g_B``); steps that start uphill (``g.g_B <= 0``) fall in no bin. One
+    row per bin: ``low``, ``high``, ``steps``, ``share`` and ``median`` (the bin's median
+    ratio; NaN when the bin is empty).
+
+    >>> q = StepQuadratic(np.arange(4), np.ones(4), np.array([1.0, 1.0, 1.0, -1.0]), np.array([0.5, 2.0, 3.0, 1.0]))
+    >>> [(r["steps"], r["share"]) for r in valley_share_by_ratio(q, np.array([False, True, False, True]), (0, 1, 10))]
+    [(1, 0.0), (2, 0.5)]
+    """
+    if isinstance(quadratics, StepQuadratic):
+        quadratics, inside = [quadratics], [inside]
+    ratio = np.concatenate([np.where(q.descent > 0, q.ratio, np.nan) for q in quadratics])
+    inside = np.concatenate([np.asarray(i, dtype=bool) for i in inside])
+    if len(ratio) != len(inside):
+        raise ValueError(f"inside must hold one value per step: {len(inside)} values for {len(ratio)} steps")
+    rows = []
+    for low, high in zip(edges[:-1], edges[1:]):
+        chosen = (ratio >= low) & (ratio < high)
+        rows.append(dict(low=low, high=high, steps=int(chosen.sum()),
+                         share=float(inside[chosen].mean()) if chosen.any() else float("nan"),
+                         median=float(np.median(ratio[chosen])) if chosen.any() else float("nan")))
+    return rows
+
+
+def markdown_table(rows: list[dict], columns: dict, caption: str = ""):
+    """``rows`` as a Markdown table for a notebook: ``columns`` maps a row key to ``(header, format)``."""
+    from IPython.display import Markdown
+
+    lines = [caption, "", "| " + " | ".join(h for h, _ in columns.values()) + " |",
+             "|" + "---:|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(format(row[k], f) for k, (_, f) in columns.items()) + " |")
+    return Markdown("\n".join(lines))
