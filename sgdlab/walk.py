@@ -276,12 +276,16 @@ class StepQuadratic:
     descent`` = ``lr g_B.H.g_B / g.g_B`` (dimensionless) and ``alpha_star`` = ``1 / ratio``,
     the position of the model's minimum in units of the step. The model has a minimum
     strictly inside the segment exactly when ``descent > 0`` and ``ratio > 1``.
+    ``alignment`` = ``g.H.g / g.g`` (nats per squared parameter unit) is the curvature along
+    the full gradient at the same point: ``lr * alignment`` is the ratio a full-batch
+    gradient-descent step from there would have (NaN where not recorded).
     """
 
     steps: np.ndarray
     lr: np.ndarray
     descent: np.ndarray
     curvature: np.ndarray
+    alignment: np.ndarray | None = None
 
     @property
     def ratio(self) -> np.ndarray:
@@ -307,14 +311,16 @@ class StepQuadraticRecorder(Callback):
     """Records :class:`StepQuadratic` for the updates a :class:`WalkRecorder` with the same
     ``epochs`` and ``steps`` would record: one full-set gradient and one Hessian-vector
     product (:class:`sgdlab.hessian.LossOnSet`) per update, on ``x``, ``y`` (default: the whole
-    training set), with BatchNorm as ``bn`` says."""
+    training set), with BatchNorm as ``bn`` says; with ``alignment``, one more product for
+    :attr:`StepQuadratic.alignment`."""
 
     wants_params_before = True
 
     def __init__(self, epochs: Sequence[int] = (1,), *, steps: int | None = None,
-                 x: torch.Tensor | None = None, y: torch.Tensor | None = None, bn: str = "batch"):
+                 x: torch.Tensor | None = None, y: torch.Tensor | None = None, bn: str = "batch",
+                 alignment: bool = False):
         self.epochs = set(int(e) for e in epochs)
-        self.steps, self.x, self.y, self.bn = steps, x, y, bn
+        self.steps, self.x, self.y, self.bn, self.alignment = steps, x, y, bn, alignment
         self._rows: list[tuple] = []
         self._count: dict[int, int] = {}
 
@@ -335,24 +341,27 @@ class StepQuadraticRecorder(Callback):
         after = step.params_after
         d = {n: (after[n] - before[n]).detach() for n in loss.names}
         g, hd = loss.gradient(), loss.hvp(d)
-        descent = -sum(float((g[n] * d[n]).sum()) for n in loss.names)
-        curvature = sum(float((hd[n] * d[n]).sum()) for n in loss.names)
-        self._rows.append((step.index, step.lr, descent, curvature))
+        dot = lambda u, v: sum(float((u[n] * v[n]).sum()) for n in loss.names)
+        alignment = dot(g, loss.hvp(g)) / dot(g, g) if self.alignment else float("nan")
+        self._rows.append((step.index, step.lr, -dot(g, d), dot(hd, d), alignment))
 
     @property
     def result(self) -> StepQuadratic:
-        columns = list(zip(*self._rows)) if self._rows else [[], [], [], []]
+        columns = list(zip(*self._rows)) if self._rows else [[]] * 5
         return StepQuadratic(np.asarray(columns[0], dtype=np.int64), *(np.asarray(c, dtype=np.float64) for c in columns[1:]))
 
 
 def walk_with_quadratic(model: nn.Module, dataset, *, epochs: Sequence[int], lr: float, batch_size,
-                        steps: int | None = None, eval_examples: int | None = None, bn: str = "batch", **train_options):
+                        steps: int | None = None, eval_examples: int | None = None, bn: str = "batch",
+                        alignment: bool = True, **train_options):
     """:func:`record_walk`, and the quadratic model of every recorded step (:class:`StepQuadraticRecorder`,
-    on the same examples and BatchNorm mode). Returns ``(history, walk_result, step_quadratic)``,
-    the last two over the same updates in the same order."""
+    on the same examples and BatchNorm mode, with the full gradient's ``alignment`` unless told
+    not to). Returns ``(history, walk_result, step_quadratic)``, the last two over the same
+    updates in the same order."""
     check_eval_examples(eval_examples, dataset)
     keep = slice(0, eval_examples)
-    quadratic = StepQuadraticRecorder(epochs, steps=steps, x=dataset.x_train[keep], y=dataset.y_train[keep], bn=bn)
+    quadratic = StepQuadraticRecorder(epochs, steps=steps, x=dataset.x_train[keep], y=dataset.y_train[keep], bn=bn,
+                                      alignment=alignment)
     history, walk = record_walk(model, dataset, epochs=epochs, lr=lr, batch_size=batch_size, steps=steps,
                                 eval_examples=eval_examples, bn=bn,
                                 callbacks=[quadratic, *train_options.pop("callbacks", ())], **train_options)

@@ -200,7 +200,7 @@ def test_overall_census_sees_floor_moves_across_full_batch_epochs():
 
 
 @pytest.mark.parametrize("batch_size, lr", [("full", 1.0), (20, 0.3)])
-def test_step_quadratic_matches_finite_differences_along_the_step(digits, batch_size, lr):
+def test_step_quadratic_matches_derivatives_along_the_line_by_autograd(digits, batch_size, lr):
     from sgdlab.walk import walk_with_quadratic
 
     pairs = []
@@ -230,6 +230,17 @@ def test_step_quadratic_matches_finite_differences_along_the_step(digits, batch_
         second = torch.autograd.functional.hessian(along, zero)
         assert quad.descent[i] == pytest.approx(-float(slope), rel=1e-3, abs=1e-6)
         assert quad.curvature[i] == pytest.approx(float(second), rel=1e-3, abs=1e-6)
+        # the alignment g.H.g / g.g: the same one-number route, along the full gradient
+        variables = {n: a[n].clone().requires_grad_() for n in names}
+        loss = torch.nn.functional.cross_entropy(torch.func.functional_call(model, {**a, **variables}, (x,)), y)
+        g = dict(zip(names, torch.autograd.grad(loss, list(variables.values()))))
+        along_g = lambda alpha: torch.nn.functional.cross_entropy(
+            torch.func.functional_call(model, {**a, **{n: a[n] + alpha * g[n] for n in names}}, (x,)), y)
+        g_h_g = float(torch.autograd.functional.hessian(along_g, zero))
+        g_g = sum(float((g[n] ** 2).sum()) for n in names)
+        assert quad.alignment[i] == pytest.approx(g_h_g / g_g, rel=1e-3, abs=1e-6)
+        if batch_size == "full":  # GD's step is -lr g: its ratio is lr times the alignment
+            assert quad.ratio[i] == pytest.approx(lr * quad.alignment[i], rel=1e-3)
     # where the model puts its minimum inside the segment, the measured curve has its lowest point near it
     _, curves = walk.segments(None)
     inside = quad.predicts_valley(0.05, 0.95)
