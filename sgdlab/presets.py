@@ -55,7 +55,13 @@ class Preset:
     # "A Walk with SGD" (book/walk.ipynb, `python -m sgdlab run walk`): the fully connected network's walk ...
     walk: WalkConfig = WalkConfig()
     # ... and the convolutional network's (the chapter's second walk)
-    walk_cnn: WalkConfig = WalkConfig(arch="cnn", dataset="mnist1d", epochs=(1, 3), batch_size=100)
+    # (trained to a useful accuracy first: a census of an untrained network says little)
+    walk_cnn: WalkConfig = WalkConfig(arch="cnn", dataset="mnist1d", epochs=(10, 20), batch_size=100, lr=0.5,
+                                      eval_examples=1000)
+    walk_lrs: tuple[float, ...] = (0.1, 0.3, 1.0)   # GD beside SGD (batch walk.batch_size) at these rates, 40 steps each
+    walk_grid_lrs: tuple[float, ...] = (0.1, 0.3, 1.0)    # the appendix census grid: learning rates ...
+    walk_grid_batch_sizes: tuple = (10, 50, 200)        # ... times batch sizes, one epoch each, on walk.arch
+    walk_grid_examples: int | None = 500                # the grid's loss over the first examples only (None: all)
     # Curvature and batch size (book/curvature.ipynb, `python -m sgdlab run curvature`): section 4 of the paper
     curvature: CurvatureConfig = CurvatureConfig()
     # After SGD stops improving (book/trajectory.ipynb, `python -m sgdlab run trajectory`)
@@ -77,7 +83,8 @@ GPU = replace(
     walk=replace(QUICK.walk, arch="mlp-paper", dataset="mnist", epochs=(1, 2, 5, 10), batch_size=100,
                  weight_decay=1e-4),
     walk_cnn=replace(QUICK.walk_cnn, arch="vgg11", dataset="cifar10", epochs=(1, 2), steps=40, eval_examples=10_000,
-                     weight_decay=1e-4),
+                     lr=0.1, weight_decay=1e-4),
+    walk_lrs=(0.03, 0.1, 0.3), walk_grid_batch_sizes=(100, 500, 1000), walk_grid_examples=5000,
     curvature=replace(QUICK.curvature, arch="vgg11", dataset="cifar10", lr=0.1, batch_sizes=(100, 1000, 10_000),
                       steps=2000, batches=20, hessian_examples=5000, seeds=2, control_steps=2000),
     trajectory=replace(QUICK.trajectory, arch="mlp-paper", dataset="mnist", lr=0.1, batch_size=100, weight_decay=1e-4,

@@ -73,31 +73,23 @@ class WalkResult:
         ``barriers``: segments with an interior point above both ends by more than ``tol``;
         ``max_relative_height``: the largest barrier height divided by the larger end loss;
         ``interior_minimum``: the share of segments whose lowest point is strictly inside;
-        ``floor_rises`` / ``floor_falls``: consecutive pairs of segments, both with an
-        interior minimum, whose minimum went up / down by more than ``tol`` (a rise means SGD
-        moved over a barrier, by the paper's three-iterate construction); ``mean_loss``: the
-        mean full-set loss at the segment ends.
+        ``floor_rises`` / ``floor_falls``: pairs of consecutive updates, both with an interior
+        minimum, whose minimum went up / down by more than ``tol`` (a rise says that the lowest
+        point on the line through the next two iterates is higher than on the line through the
+        previous two: the two lines point different ways, so it is not by itself a barrier
+        between the two low points); ``mean_loss``: the mean full-set loss at the segment ends.
         """
-        rows = []
-        for epoch, curves in zip(self.epochs, self.curves):
-            excess = excess_over_ends(curves)
-            ends = np.maximum(curves[:, 0], curves[:, -1])
-            inside = curves[:, 1:-1].min(axis=1) < np.minimum(curves[:, 0], curves[:, -1])
-            floor = curves.min(axis=1)
-            both = inside[1:] & inside[:-1]
-            change = np.diff(floor)
-            crossed = excess > tol
-            rows.append(dict(
-                epoch=epoch,
-                steps=len(curves),
-                barriers=int(crossed.sum()),
-                max_relative_height=float((excess[crossed] / ends[crossed]).max()) if crossed.any() else 0.0,
-                interior_minimum=float(inside.mean()),
-                floor_rises=int((both & (change > tol)).sum()),
-                floor_falls=int((both & (change < -tol)).sum()),
-                mean_loss=float(curves[:, [0, -1]].mean()),
-            ))
-        return rows
+        return [_census_row(steps, curves, tol, epoch=epoch) for epoch, steps, curves in zip(self.epochs, self.steps, self.curves)]
+
+    def overall(self, tol: float = 0.0) -> dict:
+        """The census over every recorded segment at once, in order (``epoch`` is None).
+
+        Floor rises and falls count pairs of updates with consecutive indices across epoch
+        boundaries too: for full-batch descent, whose every epoch is one update, the per-epoch
+        :meth:`census` can never see one.
+        """
+        steps, curves = self.segments(None)
+        return _census_row(steps, curves, tol, epoch=None)
 
     def save(self, path: str | Path) -> None:
         """Write the result as a NumPy ``.npz`` file (no pickles)."""
@@ -119,20 +111,42 @@ class WalkResult:
             )
 
 
+def _census_row(steps: np.ndarray, curves: np.ndarray, tol: float, **extra) -> dict:
+    """The census of segments ``curves`` of updates ``steps`` (see :meth:`WalkResult.census`)."""
+    excess = excess_over_ends(curves)
+    ends = np.maximum(curves[:, 0], curves[:, -1])
+    inside = curves[:, 1:-1].min(axis=1) < np.minimum(curves[:, 0], curves[:, -1])
+    floor = curves.min(axis=1)
+    both = inside[1:] & inside[:-1] & (np.diff(steps) == 1)
+    change = np.diff(floor)
+    crossed = excess > tol
+    return dict(
+        **extra,
+        steps=len(curves),
+        barriers=int(crossed.sum()),
+        max_relative_height=float((excess[crossed] / ends[crossed]).max()) if crossed.any() else 0.0,
+        interior_minimum=float(inside.mean()),
+        floor_rises=int((both & (change > tol)).sum()),
+        floor_falls=int((both & (change < -tol)).sum()),
+        mean_loss=float(curves[:, [0, -1]].mean()),
+    )
+
+
 class WalkRecorder(Callback):
     """Records, during training, the full-set loss between every pair of consecutive iterates.
 
     ``epochs`` lists the epochs to record, counting from 1; ``steps`` limits each to its
     first ``steps`` updates (``None``: the whole epoch). ``x``, ``y`` default to the whole
     training set (without augmentation). Keeps only the previous iterate, never a
-    checkpoint per iteration; ``result`` is a :class:`WalkResult`. With ``save_to``, the
+    checkpoint per iteration; ``result`` is a :class:`WalkResult`. ``bn`` (default ``"batch"``,
+    the authors' choice) says how BatchNorm evaluates (:mod:`sgdlab.landscape`). With ``save_to``, the
     result so far is written there (``.npz``) after every recorded epoch.
     Full-batch gradient descent records the same way: one step per epoch.
     """
 
     def __init__(self, epochs: Sequence[int] = (1,), *, steps: int | None = None, alphas: Sequence[float] = DEFAULT_ALPHAS,
                  x: torch.Tensor | None = None, y: torch.Tensor | None = None, chunk_size: int = 4096,
-                 bn: str = "eval", cache_bytes: int = 2 ** 28, save_to: str | Path | None = None):
+                 bn: str = "batch", cache_bytes: int = 2 ** 28, save_to: str | Path | None = None):
         self.epochs = sorted(set(int(e) for e in epochs))
         if not self.epochs or self.epochs[0] < 1:
             raise ValueError(f"epochs must be a non-empty list of epoch numbers counted from 1, got {list(epochs)}")
@@ -230,7 +244,7 @@ def check_eval_examples(eval_examples, dataset) -> None:
 
 
 def record_walk(model: nn.Module, dataset, *, epochs: Sequence[int], lr: float, batch_size, steps: int | None = None,
-                eval_examples: int | None = None, train_epochs: int | None = None, bn: str = "eval",
+                eval_examples: int | None = None, train_epochs: int | None = None, bn: str = "batch",
                 save_to: str | Path | None = None, **train_options):
     """Train ``model`` with ``sgdlab.train`` and record the walk in ``epochs`` (counted from 1).
 
@@ -248,3 +262,168 @@ def record_walk(model: nn.Module, dataset, *, epochs: Sequence[int], lr: float, 
     result = recorder.result
     result.config.update(arch=type(model).__name__, eval_examples=len(recorder.engine.x))
     return history, result
+
+
+@dataclasses.dataclass
+class StepQuadratic:
+    """The quadratic model of the full-set loss along each recorded step, from exact derivatives.
+
+    For the step ``d = theta_{t+1} - theta_t`` (``d = -lr * g_B`` for plain SGD) and the
+    full-set loss ``L`` at ``theta_t`` with gradient ``g`` and Hessian ``H``:
+    ``L(theta_t + alpha d) ~ L + alpha g.d + alpha^2 d.H.d / 2``. Per recorded update,
+    ``steps`` holds its global index, ``descent`` = ``-g.d`` (nats; positive when the step
+    starts downhill) and ``curvature`` = ``d.H.d`` (nats). ``ratio`` = ``curvature /
+    descent`` = ``lr g_B.H.g_B / g.g_B`` (dimensionless) and ``alpha_star`` = ``1 / ratio``,
+    the position of the model's minimum in units of the step. The model has a minimum
+    strictly inside the segment exactly when ``descent > 0`` and ``ratio > 1``.
+    ``alignment`` = ``g.H.g / g.g`` (nats per squared parameter unit) is the curvature along
+    the full gradient at the same point: ``lr * alignment`` is the ratio a full-batch
+    gradient-descent step from there would have (NaN where not recorded).
+    """
+
+    steps: np.ndarray
+    lr: np.ndarray
+    descent: np.ndarray
+    curvature: np.ndarray
+    alignment: np.ndarray | None = None
+
+    @property
+    def ratio(self) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.curvature / self.descent
+
+    @property
+    def alpha_star(self) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.descent / self.curvature
+
+    def predicts_valley(self, low: float = 0.0, high: float = 1.0) -> np.ndarray:
+        """Whether the quadratic's minimum lies strictly between ``low`` and ``high`` (in units of the step).
+
+        ``(0, 1)`` is the segment; on the 11-point grid a valley shows only when the minimum is
+        nearer an interior grid point than either end, ``(0.05, 0.95)``.
+        """
+        a = self.alpha_star
+        return (self.curvature > 0) & (self.descent > 0) & (a > low) & (a < high)
+
+
+class StepQuadraticRecorder(Callback):
+    """Records :class:`StepQuadratic` for the updates a :class:`WalkRecorder` with the same
+    ``epochs`` and ``steps`` would record: one full-set gradient and one Hessian-vector
+    product (:class:`sgdlab.hessian.LossOnSet`) per update, on ``x``, ``y`` (default: the whole
+    training set), with BatchNorm as ``bn`` says; with ``alignment``, one more product for
+    :attr:`StepQuadratic.alignment`."""
+
+    wants_params_before = True
+
+    def __init__(self, epochs: Sequence[int] = (1,), *, steps: int | None = None,
+                 x: torch.Tensor | None = None, y: torch.Tensor | None = None, bn: str = "batch",
+                 alignment: bool = False):
+        self.epochs = set(int(e) for e in epochs)
+        self.steps, self.x, self.y, self.bn, self.alignment = steps, x, y, bn, alignment
+        self._rows: list[tuple] = []
+        self._count: dict[int, int] = {}
+
+    def on_train_begin(self, model, dataset):
+        self.x = self.x if self.x is not None else dataset.x_train
+        self.y = self.y if self.y is not None else dataset.y_train
+
+    def on_step(self, step):
+        from .hessian import LossOnSet
+
+        epoch = step.epoch + 1
+        done = self._count.get(epoch, 0)
+        if epoch not in self.epochs or (self.steps is not None and done >= self.steps):
+            return
+        self._count[epoch] = done + 1
+        before = step.params_before
+        loss = LossOnSet(step.model, before, self.x, self.y, bn=self.bn)
+        after = step.params_after
+        d = {n: (after[n] - before[n]).detach() for n in loss.names}
+        g, hd = loss.gradient(), loss.hvp(d)
+        dot = lambda u, v: sum(float((u[n] * v[n]).sum()) for n in loss.names)
+        alignment = dot(g, loss.hvp(g)) / dot(g, g) if self.alignment else float("nan")
+        self._rows.append((step.index, step.lr, -dot(g, d), dot(hd, d), alignment))
+
+    @property
+    def result(self) -> StepQuadratic:
+        columns = list(zip(*self._rows)) if self._rows else [[]] * 5
+        return StepQuadratic(np.asarray(columns[0], dtype=np.int64), *(np.asarray(c, dtype=np.float64) for c in columns[1:]))
+
+
+def walk_with_quadratic(model: nn.Module, dataset, *, epochs: Sequence[int], lr: float, batch_size,
+                        steps: int | None = None, eval_examples: int | None = None, bn: str = "batch",
+                        alignment: bool = True, **train_options):
+    """:func:`record_walk`, and the quadratic model of every recorded step (:class:`StepQuadraticRecorder`,
+    on the same examples and BatchNorm mode, with the full gradient's ``alignment`` unless told
+    not to). Returns ``(history, walk_result, step_quadratic)``, the last two over the same
+    updates in the same order."""
+    check_eval_examples(eval_examples, dataset)
+    keep = slice(0, eval_examples)
+    quadratic = StepQuadraticRecorder(epochs, steps=steps, x=dataset.x_train[keep], y=dataset.y_train[keep], bn=bn,
+                                      alignment=alignment)
+    history, walk = record_walk(model, dataset, epochs=epochs, lr=lr, batch_size=batch_size, steps=steps,
+                                eval_examples=eval_examples, bn=bn,
+                                callbacks=[quadratic, *train_options.pop("callbacks", ())], **train_options)
+    return history, walk, quadratic.result
+
+
+def census_grid(arch: str, dataset, *, lrs: Sequence[float], batch_sizes: Sequence, epoch: int = 1,
+                eval_examples: int | None = None, seed: int = 0, bn: str = "batch", **train_options) -> list[dict]:
+    """The census of epoch ``epoch`` for every learning rate and batch size (the appendix grid of the paper).
+
+    One fresh network ``arch`` (seed ``seed``) per point, trained with :func:`record_walk`; one
+    row per point, ``lr`` and ``batch_size`` added to the census row (its ``epoch`` dropped).
+    """
+    from .models import make_model
+
+    rows = []
+    for lr in lrs:
+        for batch_size in batch_sizes:
+            _, result = record_walk(make_model(arch, dataset, seed=seed), dataset, epochs=(epoch,), lr=lr,
+                                    batch_size=batch_size, eval_examples=eval_examples, seed=seed, bn=bn,
+                                    **train_options)
+            row = result.census()[0]
+            row.pop("epoch")
+            rows.append(dict(lr=lr, batch_size=batch_size, **row))
+    return rows
+
+
+def valley_share_by_ratio(quadratics, inside, edges: Sequence[float]) -> list[dict]:
+    """The share of steps with a measured valley inside, per bin of the quadratic's ratio.
+
+    ``quadratics``: a :class:`StepQuadratic` or a list of them, ``inside``: for each of their
+    steps (a list of arrays alike) whether the measured segment has its lowest point strictly
+    inside. Bins are ``[edges[i], edges[i + 1])`` of :attr:`StepQuadratic.ratio`
+    (``lr g_B.H.g_B / g.g_B``); steps that start uphill (``g.g_B <= 0``) fall in no bin. One
+    row per bin: ``low``, ``high``, ``steps``, ``share`` and ``median`` (the bin's median
+    ratio; NaN when the bin is empty).
+
+    >>> q = StepQuadratic(np.arange(4), np.ones(4), np.array([1.0, 1.0, 1.0, -1.0]), np.array([0.5, 2.0, 3.0, 1.0]))
+    >>> [(r["steps"], r["share"]) for r in valley_share_by_ratio(q, np.array([False, True, False, True]), (0, 1, 10))]
+    [(1, 0.0), (2, 0.5)]
+    """
+    if isinstance(quadratics, StepQuadratic):
+        quadratics, inside = [quadratics], [inside]
+    ratio = np.concatenate([np.where(q.descent > 0, q.ratio, np.nan) for q in quadratics])
+    inside = np.concatenate([np.asarray(i, dtype=bool) for i in inside])
+    if len(ratio) != len(inside):
+        raise ValueError(f"inside must hold one value per step: {len(inside)} values for {len(ratio)} steps")
+    rows = []
+    for low, high in zip(edges[:-1], edges[1:]):
+        chosen = (ratio >= low) & (ratio < high)
+        rows.append(dict(low=low, high=high, steps=int(chosen.sum()),
+                         share=float(inside[chosen].mean()) if chosen.any() else float("nan"),
+                         median=float(np.median(ratio[chosen])) if chosen.any() else float("nan")))
+    return rows
+
+
+def markdown_table(rows: list[dict], columns: dict, caption: str = ""):
+    """``rows`` as a Markdown table for a notebook: ``columns`` maps a row key to ``(header, format)``."""
+    from IPython.display import Markdown
+
+    lines = [caption, "", "| " + " | ".join(h for h, _ in columns.values()) + " |",
+             "|" + "---:|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(format(row[k], f) for k, (_, f) in columns.items()) + " |")
+    return Markdown("\n".join(lines))

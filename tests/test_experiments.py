@@ -78,3 +78,13 @@ def test_a_preset_states_only_what_differs_from_the_one_it_builds_on():
 def test_a_diverging_walk_raises_diverged_in_the_chapter_too():
     with pytest.raises(sgdlab.Diverged, match="lr=10000"):
         walk.run(dataclasses.replace(TINY["walk"], lr=10000.0), progress=False)
+
+
+def test_the_walk_evaluates_batchnorm_with_batch_statistics_by_default_and_trains_the_same_either_way():
+    assert walk.Config().bn == "batch"  # the authors' choice
+    config = dataclasses.replace(TINY["walk"], arch="mlp-paper", epochs=(1,), steps=3)
+    by_batch = walk.run(config, progress=False)
+    by_eval = walk.run(dataclasses.replace(config, bn="eval"), progress=False)
+    assert by_batch.walk.config["bn"] == "batch" and by_eval.walk.config["bn"] == "eval"
+    assert all(torch.equal(by_batch.params[k], by_eval.params[k]) for k in by_batch.params)  # same training ...
+    assert not np.allclose(by_batch.walk.curves[0], by_eval.walk.curves[0])                 # ... seen two ways

@@ -183,3 +183,66 @@ def test_a_resumed_walk_records_what_an_uninterrupted_one_does(digits, tmp_path)
     for a, b in zip(whole.curves, resumed.curves):
         np.testing.assert_array_equal(a, b)
     assert sgdlab.WalkResult.load(paths["save_to"]).epochs == [1, 3, 4]
+
+
+def test_overall_census_sees_floor_moves_across_full_batch_epochs():
+    # full-batch descent: one update per epoch, so the per-epoch census can never pair two of them
+    curves = [np.array([[1.0, 0.8, 0.9]]), np.array([[0.9, 0.85, 1.0]]), np.array([[1.0, 0.7, 0.9]])]
+    result = WalkResult(np.array([0, 0.5, 1]), [1, 2, 3], [np.array([0]), np.array([1]), np.array([2])], curves,
+                        [np.zeros(1)] * 3)
+    assert all(row["floor_rises"] == 0 and row["floor_falls"] == 0 for row in result.census())
+    row = result.overall()
+    assert row["epoch"] is None and row["steps"] == 3 and row["interior_minimum"] == 1.0
+    assert row["floor_rises"] == 1 and row["floor_falls"] == 1
+    # updates that are not consecutive (epochs 1 and 3 recorded, not 2) are never paired
+    gap = WalkResult(np.array([0, 0.5, 1]), [1, 3], [np.array([0]), np.array([2])], curves[::2], [np.zeros(1)] * 2)
+    assert gap.overall()["floor_falls"] == 0
+
+
+@pytest.mark.parametrize("batch_size, lr", [("full", 1.0), (20, 0.3)])
+def test_step_quadratic_matches_derivatives_along_the_line_by_autograd(digits, batch_size, lr):
+    from sgdlab.walk import walk_with_quadratic
+
+    pairs = []
+
+    class Pairs(sgdlab.Callback):
+        wants_params_before = True
+
+        def on_step(self, step):
+            pairs.append((step.params_before, sgdlab.clone_params(step.params_after)))
+
+    model = sgdlab.make_model("mlp", digits, seed=0)
+    epochs = range(1, 6) if batch_size == "full" else (2,)
+    _, walk, quad = walk_with_quadratic(model, digits, epochs=epochs, steps=5, lr=lr, batch_size=batch_size,
+                                        seed=0, progress=False, callbacks=[Pairs()])
+    assert np.array_equal(quad.steps, walk.segments(None)[0]) and np.all(quad.lr == lr)
+    x, y = digits.x_train, digits.y_train
+    names = [n for n, _ in model.named_parameters()]
+    for i, t in enumerate(quad.steps):
+        a, b = pairs[t]
+
+        def along(alpha):  # the full-set loss (no BatchNorm here) on the line through the two iterates, a function of one number
+            point = {n: a[n] + alpha * (b[n] - a[n]) if n in names else a[n] for n in a}
+            return torch.nn.functional.cross_entropy(torch.func.functional_call(model, point, (x,)), y)
+
+        zero = torch.zeros(())
+        slope = torch.autograd.functional.jacobian(along, zero)
+        second = torch.autograd.functional.hessian(along, zero)
+        assert quad.descent[i] == pytest.approx(-float(slope), rel=1e-3, abs=1e-6)
+        assert quad.curvature[i] == pytest.approx(float(second), rel=1e-3, abs=1e-6)
+        # the alignment g.H.g / g.g: the same one-number route, along the full gradient
+        variables = {n: a[n].clone().requires_grad_() for n in names}
+        loss = torch.nn.functional.cross_entropy(torch.func.functional_call(model, {**a, **variables}, (x,)), y)
+        g = dict(zip(names, torch.autograd.grad(loss, list(variables.values()))))
+        along_g = lambda alpha: torch.nn.functional.cross_entropy(
+            torch.func.functional_call(model, {**a, **{n: a[n] + alpha * g[n] for n in names}}, (x,)), y)
+        g_h_g = float(torch.autograd.functional.hessian(along_g, zero))
+        g_g = sum(float((g[n] ** 2).sum()) for n in names)
+        assert quad.alignment[i] == pytest.approx(g_h_g / g_g, rel=1e-3, abs=1e-6)
+        if batch_size == "full":  # GD's step is -lr g: its ratio is lr times the alignment
+            assert quad.ratio[i] == pytest.approx(lr * quad.alignment[i], rel=1e-3)
+    # where the model puts its minimum inside the segment, the measured curve has its lowest point near it
+    _, curves = walk.segments(None)
+    inside = quad.predicts_valley(0.05, 0.95)
+    lowest = walk.alphas[curves.argmin(axis=1)]
+    assert np.all(np.abs(lowest[inside] - quad.alpha_star[inside]) <= 0.1)

@@ -40,7 +40,8 @@ class Config:
     lr: float = 0.1                        # SGD's constant learning rate
     batch_size: int = 10                   # mini-batch size (the paper: 100)
     weight_decay: float = 0.0              # L2 weight decay of SGD (the paper's code: 1e-4)
-    bn: str = "eval"                       # BatchNorm on the line: "eval" (running statistics interpolated) or "batch"
+    bn: str = "batch"                      # BatchNorm on the line: "batch" (each point's own statistics, the
+                                           # authors' choice) or "eval" (running statistics interpolated)
     seed: int = 0                          # initialisation and data order
 
 
