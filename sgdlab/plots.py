@@ -144,22 +144,24 @@ def plot_walk(result, epoch: int | None, *, first: int = 0, count: int = 40, ax=
     return ax
 
 
-def plot_barriers_per_epoch(results: dict, ax=None, *, tol: float = 0.0):
-    """Barriers crossed per recorded epoch ("A Walk with SGD", Figure 4 kind), one bar group per run.
+def plot_census_shares(result, ax=None, *, tol: float = 0.0, title: str | None = None):
+    """One walk's census per recorded epoch as bars: the share of the epoch's steps that cross a
+    barrier and the share with a valley inside ("A Walk with SGD", Table 1 and Figure 4), with
+    the paper's statement (a valley inside every step) as a dotted line at 1.
 
-    ``results`` maps a label to a ``WalkResult``; each bar is labelled with the share of
-    that epoch's steps.
+    ``result`` is a ``WalkResult``; each bar is labelled with its share.
     """
-    ax = _axes(ax, figsize=(8, 3.5))
-    width = 0.8 / max(1, len(results))
-    for i, (label, result) in enumerate(results.items()):
-        rows = result.census(tol)
-        x = np.arange(len(rows)) + i * width
-        bars = ax.bar(x, [r["barriers"] for r in rows], width, label=label)
-        ax.bar_label(bars, [f"{r['barriers']}/{r['steps']}" for r in rows], fontsize="small")
-        ax.set_xticks(np.arange(len(rows)) + width * (len(results) - 1) / 2, [str(r["epoch"]) for r in rows])
-    ax.set(xlabel="epoch", ylabel="barriers crossed (steps)", title="barriers crossed per recorded epoch")
-    ax.legend(fontsize="small")
+    ax = _axes(ax, figsize=(5, 3.2))
+    rows = result.census(tol)
+    x = np.arange(len(rows))
+    for shift, name, values in ((-0.2, "barriers crossed", [r["barriers"] / r["steps"] for r in rows]),
+                                (0.2, "valley inside", [r["interior_minimum"] for r in rows])):
+        bars = ax.bar(x + shift, values, 0.4, label=name)
+        ax.bar_label(bars, [f"{v:.0%}" for v in values], fontsize="small")
+    ax.axhline(1, color="0.3", ls=":", lw=1, label="the paper: a valley inside every step")
+    ax.set_xticks(x, [str(r["epoch"]) for r in rows])
+    ax.set(xlabel="recorded epoch", ylabel="share of the epoch's steps", ylim=(0, 1.3), title=title)
+    ax.legend(fontsize="small", loc="upper left", ncols=2)
     return ax
 
 

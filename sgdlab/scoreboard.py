@@ -247,7 +247,9 @@ def _walk_claims(numbers: dict) -> dict:
     return {"walk-rare-barriers": dict(largest_share=max(numbers[f"barriers@{e}"] / numbers[f"steps@{e}"] for e in epochs),
                                        steps=sum(numbers[f"steps@{e}"] for e in epochs)),
             "walk-floor-moves": dict(rises=sum(numbers[f"rises@{e}"] for e in epochs),
-                                     falls=sum(numbers[f"falls@{e}"] for e in epochs))}
+                                     falls=sum(numbers[f"falls@{e}"] for e in epochs)),
+            "walk-valley-every-step": dict(smallest_share=min(numbers[f"inside@{e}"] for e in epochs),
+                                           largest_share=max(numbers[f"inside@{e}"] for e in epochs))}
 
 
 def _curvature_claims(numbers: dict, sizes: list) -> dict:
@@ -258,7 +260,7 @@ def _curvature_claims(numbers: dict, sizes: list) -> dict:
 def sweep_claims(group: dict) -> dict:
     """The claims' values from one group of a sweep's aggregates (``sgdlab.sweep.show(DIR)["aggregates"]``):
     each claim computed per seed from that seed's key numbers, then averaged over the seeds.
-    A walk sweep gives ``walk-rare-barriers`` and ``walk-floor-moves``; a curvature sweep
+    A walk sweep gives ``walk-rare-barriers``, ``walk-floor-moves`` and ``walk-valley-every-step``; a curvature sweep
     ``batch-alignment`` and ``batch-cosine``. Claim key -> values."""
     seeds = len(group["seeds"])
     if seeds == 0:

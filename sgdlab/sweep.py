@@ -362,8 +362,8 @@ def run_point(experiment: str, preset: str, settings: dict, out: str, download: 
 def key_numbers(experiment: str, summary: dict | None) -> dict:
     """The experiment's key numbers, flat: ``name -> number``.
 
-    walk: per recorded epoch ``e``, ``steps@e``, ``barriers@e``, ``rises@e``, ``falls@e``
-    (the valley floor) and ``loss@e``; curvature: per batch size ``b``, ``alignment@b`` (at
+    walk: per recorded epoch ``e``, ``steps@e``, ``barriers@e``, ``inside@e`` (the share of steps
+    with a valley inside), ``rises@e``, ``falls@e`` (the valley floor) and ``loss@e``; curvature: per batch size ``b``, ``alignment@b`` (at
     its own batch size), ``cosine@b``, ``distance@b``, ``eigenvalue@b``; trajectory:
     ``exponent``, ``r2``, ``final_distance``, ``snapshots``; any other experiment: every
     number of its summary, by path."""
@@ -377,7 +377,8 @@ def key_numbers(experiment: str, summary: dict | None) -> dict:
 
 def _key_numbers(experiment: str, summary: dict) -> dict:
     if experiment == "walk":
-        fields = dict(steps="steps", barriers="barriers", rises="floor_rises", falls="floor_falls", loss="mean_loss")
+        fields = dict(steps="steps", barriers="barriers", inside="interior_minimum", rises="floor_rises",
+                      falls="floor_falls", loss="mean_loss")
         return {f"{label}@{row['epoch']}": row[field] for row in summary["census"] for label, field in fields.items()}
     if experiment == "curvature":
         numbers = {}

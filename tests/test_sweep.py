@@ -200,8 +200,8 @@ def test_seeds_are_aggregated_as_mean_and_standard_deviation():
 
 
 def _walk_group(preset="paper"):
-    census = {0: dict(steps=[450, 450], barriers=[0, 9], rises=[3, 1], falls=[4, 2]),
-              1: dict(steps=[450, 450], barriers=[9, 0], rises=[5, 1], falls=[6, 2])}
+    census = {0: dict(steps=[450, 450], barriers=[0, 9], inside=[0.4, 0.5], rises=[3, 1], falls=[4, 2]),
+              1: dict(steps=[450, 450], barriers=[9, 0], inside=[0.3, 0.6], rises=[5, 1], falls=[6, 2])}
     numbers = {}
     for seed, rows in census.items():
         for label, values in rows.items():
@@ -214,10 +214,12 @@ def _walk_group(preset="paper"):
 def test_a_paper_sweep_fills_the_scoreboards_paper_column_with_its_seeds(tmp_path, monkeypatch):
     monkeypatch.setenv("SGDLAB_RESULTS_DIR", str(tmp_path))
     monkeypatch.delenv("SGDLAB_RESULTS", raising=False)
-    assert record_sweep(_walk_group()) == {"walk-rare-barriers": True, "walk-floor-moves": True}
+    assert record_sweep(_walk_group()) == {"walk-rare-barriers": True, "walk-floor-moves": True,
+                                           "walk-valley-every-step": False}   # a discrepancy is recorded too
     stored = load_results("paper")
     assert stored["walk-rare-barriers"]["values"] == dict(largest_share=0.02, steps=900) and stored["walk-rare-barriers"]["seeds"] == 2
     assert stored["walk-floor-moves"]["values"] == dict(rises=5, falls=7)   # per seed 4 and 6, 6 and 8: means
+    assert stored["walk-valley-every-step"]["values"] == dict(smallest_share=0.35, largest_share=0.55)
     row = next(r for r in scoreboard_rows() if r["key"] == "walk-floor-moves")
     assert row["paper"]["seeds"] == 2 and row["gpu"] is None
     assert "(mean of 2 seeds)" in scoreboard_table().data
