@@ -178,6 +178,17 @@ def census_table(result, *, tol: float = 0.0, caption: str = ""):
     return Markdown("\n".join(lines))
 
 
+def markdown_table(rows: list[dict], columns: dict, caption: str = ""):
+    """``rows`` as a Markdown table for a notebook: ``columns`` maps a row key to ``(header, format)``."""
+    from IPython.display import Markdown
+
+    lines = [caption, "", "| " + " | ".join(h for h, _ in columns.values()) + " |",
+             "|" + "---:|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(format(row[k], f) for k, (_, f) in columns.items()) + " |")
+    return Markdown("\n".join(lines))
+
+
 def plot_alignment(alignments: dict, ax=None):
     """Gradient-Hessian alignment ``g_B^T H g_B / ||g_B||^2`` against the batch size.
 

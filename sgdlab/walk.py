@@ -3,8 +3,9 @@
 :class:`WalkRecorder` evaluates, during training, the full-set loss on the line between each
 iterate and the next (the experiment of "A Walk with SGD", Xing, Arpit, Tsirigotis, Bengio
 2018); its :class:`WalkResult` counts the barriers crossed and follows the valley floor.
-:func:`record_walk` trains and records at once. Grid, loss, BatchNorm and barrier
-conventions are those of :mod:`sgdlab.landscape`.
+:func:`record_walk` trains and records at once, and :func:`census_grid` repeats the census
+over learning rates and batch sizes. Grid, loss, BatchNorm and barrier conventions are those
+of :mod:`sgdlab.landscape`; why a step has a valley inside is :mod:`sgdlab.step_quadratic`.
 
 The authors saved the whole model after every iteration and interpolated afterwards. Here
 nothing is saved: the recorder keeps the previous iterate only and shares each segment end
@@ -25,6 +26,7 @@ from torch import nn
 from .callbacks import Callback
 from .files import write_atomic
 from .landscape import DEFAULT_ALPHAS, LineEngine, check_alphas, excess_over_ends
+from .models import make_model
 from .params import BN_MODES, clone_params, model_params
 from .train import train
 
@@ -264,110 +266,6 @@ def record_walk(model: nn.Module, dataset, *, epochs: Sequence[int], lr: float, 
     return history, result
 
 
-@dataclasses.dataclass
-class StepQuadratic:
-    """The quadratic model of the full-set loss along each recorded step, from exact derivatives.
-
-    For the step ``d = theta_{t+1} - theta_t`` (``d = -lr * g_B`` for plain SGD) and the
-    full-set loss ``L`` at ``theta_t`` with gradient ``g`` and Hessian ``H``:
-    ``L(theta_t + alpha d) ~ L + alpha g.d + alpha^2 d.H.d / 2``. Per recorded update,
-    ``steps`` holds its global index, ``descent`` = ``-g.d`` (nats; positive when the step
-    starts downhill) and ``curvature`` = ``d.H.d`` (nats). ``ratio`` = ``curvature /
-    descent`` = ``lr g_B.H.g_B / g.g_B`` (dimensionless) and ``alpha_star`` = ``1 / ratio``,
-    the position of the model's minimum in units of the step. The model has a minimum
-    strictly inside the segment exactly when ``descent > 0`` and ``ratio > 1``.
-    ``alignment`` = ``g.H.g / g.g`` (nats per squared parameter unit) is the curvature along
-    the full gradient at the same point: ``lr * alignment`` is the ratio a full-batch
-    gradient-descent step from there would have (NaN where not recorded).
-    """
-
-    steps: np.ndarray
-    lr: np.ndarray
-    descent: np.ndarray
-    curvature: np.ndarray
-    alignment: np.ndarray | None = None
-
-    @property
-    def ratio(self) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return self.curvature / self.descent
-
-    @property
-    def alpha_star(self) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return self.descent / self.curvature
-
-    def predicts_valley(self, low: float = 0.0, high: float = 1.0) -> np.ndarray:
-        """Whether the quadratic's minimum lies strictly between ``low`` and ``high`` (in units of the step).
-
-        ``(0, 1)`` is the segment; on the 11-point grid a valley shows only when the minimum is
-        nearer an interior grid point than either end, ``(0.05, 0.95)``.
-        """
-        a = self.alpha_star
-        return (self.curvature > 0) & (self.descent > 0) & (a > low) & (a < high)
-
-
-class StepQuadraticRecorder(Callback):
-    """Records :class:`StepQuadratic` for the updates a :class:`WalkRecorder` with the same
-    ``epochs`` and ``steps`` would record: one full-set gradient and one Hessian-vector
-    product (:class:`sgdlab.hessian.LossOnSet`) per update, on ``x``, ``y`` (default: the whole
-    training set), with BatchNorm as ``bn`` says; with ``alignment``, one more product for
-    :attr:`StepQuadratic.alignment`."""
-
-    wants_params_before = True
-
-    def __init__(self, epochs: Sequence[int] = (1,), *, steps: int | None = None,
-                 x: torch.Tensor | None = None, y: torch.Tensor | None = None, bn: str = "batch",
-                 alignment: bool = False):
-        self.epochs = set(int(e) for e in epochs)
-        self.steps, self.x, self.y, self.bn, self.alignment = steps, x, y, bn, alignment
-        self._rows: list[tuple] = []
-        self._count: dict[int, int] = {}
-
-    def on_train_begin(self, model, dataset):
-        self.x = self.x if self.x is not None else dataset.x_train
-        self.y = self.y if self.y is not None else dataset.y_train
-
-    def on_step(self, step):
-        from .hessian import LossOnSet
-
-        epoch = step.epoch + 1
-        done = self._count.get(epoch, 0)
-        if epoch not in self.epochs or (self.steps is not None and done >= self.steps):
-            return
-        self._count[epoch] = done + 1
-        before = step.params_before
-        loss = LossOnSet(step.model, before, self.x, self.y, bn=self.bn)
-        after = step.params_after
-        d = {n: (after[n] - before[n]).detach() for n in loss.names}
-        g, hd = loss.gradient(), loss.hvp(d)
-        dot = lambda u, v: sum(float((u[n] * v[n]).sum()) for n in loss.names)
-        alignment = dot(g, loss.hvp(g)) / dot(g, g) if self.alignment else float("nan")
-        self._rows.append((step.index, step.lr, -dot(g, d), dot(hd, d), alignment))
-
-    @property
-    def result(self) -> StepQuadratic:
-        columns = list(zip(*self._rows)) if self._rows else [[]] * 5
-        return StepQuadratic(np.asarray(columns[0], dtype=np.int64), *(np.asarray(c, dtype=np.float64) for c in columns[1:]))
-
-
-def walk_with_quadratic(model: nn.Module, dataset, *, epochs: Sequence[int], lr: float, batch_size,
-                        steps: int | None = None, eval_examples: int | None = None, bn: str = "batch",
-                        alignment: bool = True, **train_options):
-    """:func:`record_walk`, and the quadratic model of every recorded step (:class:`StepQuadraticRecorder`,
-    on the same examples and BatchNorm mode, with the full gradient's ``alignment`` unless told
-    not to). Returns ``(history, walk_result, step_quadratic)``, the last two over the same
-    updates in the same order."""
-    check_eval_examples(eval_examples, dataset)
-    keep = slice(0, eval_examples)
-    quadratic = StepQuadraticRecorder(epochs, steps=steps, x=dataset.x_train[keep], y=dataset.y_train[keep], bn=bn,
-                                      alignment=alignment)
-    history, walk = record_walk(model, dataset, epochs=epochs, lr=lr, batch_size=batch_size, steps=steps,
-                                eval_examples=eval_examples, bn=bn,
-                                callbacks=[quadratic, *train_options.pop("callbacks", ())], **train_options)
-    return history, walk, quadratic.result
-
-
 def census_grid(arch: str, dataset, *, lrs: Sequence[float], batch_sizes: Sequence, epoch: int = 1,
                 eval_examples: int | None = None, seed: int = 0, bn: str = "batch", **train_options) -> list[dict]:
     """The census of epoch ``epoch`` for every learning rate and batch size (the appendix grid of the paper).
@@ -375,8 +273,6 @@ def census_grid(arch: str, dataset, *, lrs: Sequence[float], batch_sizes: Sequen
     One fresh network ``arch`` (seed ``seed``) per point, trained with :func:`record_walk`; one
     row per point, ``lr`` and ``batch_size`` added to the census row (its ``epoch`` dropped).
     """
-    from .models import make_model
-
     rows = []
     for lr in lrs:
         for batch_size in batch_sizes:
@@ -387,43 +283,3 @@ def census_grid(arch: str, dataset, *, lrs: Sequence[float], batch_sizes: Sequen
             row.pop("epoch")
             rows.append(dict(lr=lr, batch_size=batch_size, **row))
     return rows
-
-
-def valley_share_by_ratio(quadratics, inside, edges: Sequence[float]) -> list[dict]:
-    """The share of steps with a measured valley inside, per bin of the quadratic's ratio.
-
-    ``quadratics``: a :class:`StepQuadratic` or a list of them, ``inside``: for each of their
-    steps (a list of arrays alike) whether the measured segment has its lowest point strictly
-    inside. Bins are ``[edges[i], edges[i + 1])`` of :attr:`StepQuadratic.ratio`
-    (``lr g_B.H.g_B / g.g_B``); steps that start uphill (``g.g_B <= 0``) fall in no bin. One
-    row per bin: ``low``, ``high``, ``steps``, ``share`` and ``median`` (the bin's median
-    ratio; NaN when the bin is empty).
-
-    >>> q = StepQuadratic(np.arange(4), np.ones(4), np.array([1.0, 1.0, 1.0, -1.0]), np.array([0.5, 2.0, 3.0, 1.0]))
-    >>> [(r["steps"], r["share"]) for r in valley_share_by_ratio(q, np.array([False, True, False, True]), (0, 1, 10))]
-    [(1, 0.0), (2, 0.5)]
-    """
-    if isinstance(quadratics, StepQuadratic):
-        quadratics, inside = [quadratics], [inside]
-    ratio = np.concatenate([np.where(q.descent > 0, q.ratio, np.nan) for q in quadratics])
-    inside = np.concatenate([np.asarray(i, dtype=bool) for i in inside])
-    if len(ratio) != len(inside):
-        raise ValueError(f"inside must hold one value per step: {len(inside)} values for {len(ratio)} steps")
-    rows = []
-    for low, high in zip(edges[:-1], edges[1:]):
-        chosen = (ratio >= low) & (ratio < high)
-        rows.append(dict(low=low, high=high, steps=int(chosen.sum()),
-                         share=float(inside[chosen].mean()) if chosen.any() else float("nan"),
-                         median=float(np.median(ratio[chosen])) if chosen.any() else float("nan")))
-    return rows
-
-
-def markdown_table(rows: list[dict], columns: dict, caption: str = ""):
-    """``rows`` as a Markdown table for a notebook: ``columns`` maps a row key to ``(header, format)``."""
-    from IPython.display import Markdown
-
-    lines = [caption, "", "| " + " | ".join(h for h, _ in columns.values()) + " |",
-             "|" + "---:|" * len(columns)]
-    for row in rows:
-        lines.append("| " + " | ".join(format(row[k], f) for k, (_, f) in columns.items()) + " |")
-    return Markdown("\n".join(lines))

@@ -201,7 +201,7 @@ def test_overall_census_sees_floor_moves_across_full_batch_epochs():
 
 @pytest.mark.parametrize("batch_size, lr", [("full", 1.0), (20, 0.3)])
 def test_step_quadratic_matches_derivatives_along_the_line_by_autograd(digits, batch_size, lr):
-    from sgdlab.walk import walk_with_quadratic
+    from sgdlab.step_quadratic import walk_with_quadratic
 
     pairs = []
 
