@@ -22,6 +22,14 @@ from .per_example import per_example_gradients
 from .train import train
 
 
+def batch_cosine(per_example: torch.Tensor, rows) -> float:
+    """The cosine between the mean of the rows ``rows`` of ``per_example`` (shape (N, P)), a
+    mini-batch gradient, and the mean of all its rows, the full gradient (dimensionless)."""
+    G = per_example.double()
+    rows = torch.as_tensor(rows, device=G.device)
+    return torch.nn.functional.cosine_similarity(G[rows].mean(0), G.mean(0), dim=0).item()
+
+
 def minibatch_cosines(per_example: torch.Tensor, batch_sizes: Sequence[int], draws: int, *,
                       seed: int = 0) -> dict[int, torch.Tensor]:
     """Cosines between ``draws`` mini-batch gradients of each size and the full gradient.

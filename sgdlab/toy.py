@@ -127,6 +127,14 @@ class GaussianWells(ToyLoss):
         pull = self.depths * torch.exp(-(diff ** 2).sum(-1) / (2 * self.widths ** 2)) / self.widths ** 2
         return self.bowl * x + (pull[..., None] * diff).sum(-2)
 
+    def laplacian(self, x):
+        """The sum of the second derivatives (trace of the Hessian) at ``x``, in closed form
+        (loss units per squared parameter unit); for a 1-D loss, ``f''(x)``."""
+        x = torch.as_tensor(x, dtype=DTYPE)
+        squared = ((x[..., None, :] - self.centers) ** 2).sum(-1)               # (..., wells)
+        bump = self.depths * torch.exp(-squared / (2 * self.widths ** 2)) / self.widths ** 2
+        return self.dim * self.bowl + (bump * (self.dim - squared / self.widths ** 2)).sum(-1)
+
 
 class RippledBasin(ToyLoss):
     """Kleinberg, Li and Yuan's picture: a wide basin with sharp, narrow local minima on top.
@@ -163,12 +171,17 @@ class RippledBasin(ToyLoss):
         omega = 2 * math.pi / self.wavelength
         return self.basin * x + self.ripple * omega * torch.sin(omega * x)
 
+    def ripple_factor(self, width: float) -> float:
+        """How much smoothing at ``width`` (parameter units) shrinks the ripples' amplitude:
+        ``exp(-(2 pi width / wavelength)^2 / 2)``, between 0 and 1."""
+        return math.exp(-0.5 * (2 * math.pi * width / self.wavelength) ** 2)
+
     def smoothed_exact(self, x, width: float) -> torch.Tensor:
         """``E_z f(x - width * z)``, ``z ~ N(0, I)``, in closed form: the basin gains
         ``basin * dim * width^2 / 2`` and the ripples shrink by ``exp(-(2 pi width / wavelength)^2 / 2)``."""
         x = torch.as_tensor(x, dtype=DTYPE)
         omega = 2 * math.pi / self.wavelength
-        damp = math.exp(-0.5 * (omega * width) ** 2)
+        damp = self.ripple_factor(width)
         return (0.5 * self.basin * ((x ** 2).sum(-1) + self.dim * width ** 2)
                 + self.ripple * (1 - damp * torch.cos(omega * x)).sum(-1))
 

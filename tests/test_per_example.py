@@ -49,6 +49,7 @@ def test_cosines_match_a_loop_over_explicit_batches():
         batch = g[picks[d]].mean(0)
         assert len(set(picks[d].tolist())) == 4                    # without replacement
         assert torch.isclose(out[d], batch @ g.mean(0) / (batch.norm() * g.mean(0).norm()))
+        assert abs(gradient_noise.batch_cosine(g, picks[d]) - out[d].item()) < 1e-12
 
 
 def test_cosines_over_training_keep_the_initial_point_and_grow_with_the_batch():

@@ -185,3 +185,20 @@ def test_sweep_rates_breaks_ties_towards_the_larger_rate():
     bowl = toy.GaussianWells(centers=[[0.0]], depths=[0.0], widths=[1.0], bowl=1.0)  # x^2 / 2: all converge to 0
     sweep = toy.sweep_rates(bowl, torch.ones(3), [0.1, 0.5, 1.0], 0.0, steps=200, seed=0)
     assert sweep.best == 1.0
+
+
+@pytest.mark.parametrize("name", ["wells_1d", "wells_2d", "escape_2d"])
+def test_laplacian_matches_finite_differences_of_the_gradient(name):
+    loss = LOSSES[name]
+    x = 2 * torch.randn(15, loss.dim, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    h = 1e-5
+    numeric = sum((loss.gradient(x + h * e) - loss.gradient(x - h * e))[:, k] / (2 * h)
+                  for k, e in enumerate(torch.eye(loss.dim, dtype=torch.float64)))
+    assert torch.allclose(loss.laplacian(x), numeric, atol=1e-6)
+
+
+def test_ripple_factor_is_the_amplitude_of_the_smoothed_ripples():
+    loss = toy.RippledBasin(1, basin=1e-9, ripple=0.1, wavelength=0.25)  # basin negligible
+    width = 0.04
+    top = loss.smoothed_exact(torch.tensor([[0.125]]), width) - loss.smoothed_exact(torch.tensor([[0.0]]), width)
+    assert abs(top.item() / (2 * loss.ripple) - loss.ripple_factor(width)) < 1e-6
