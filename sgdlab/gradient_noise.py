@@ -38,22 +38,23 @@ def minibatch_cosines(per_example: torch.Tensor, batch_sizes: Sequence[int], dra
     mean of the rows. For each ``B`` in ``batch_sizes`` (1 <= B <= N), ``draws`` mini-batches
     of ``B`` distinct examples are drawn uniformly (a random permutation per draw, from a
     generator on ``per_example``'s device seeded with ``seed``). Returns ``{B: cosines}``,
-    each a float64 tensor of shape (draws,) on that device (dimensionless, in [-1, 1]).
+    each a float64 tensor of shape (draws,) on that device (dimensionless, in [-1, 1]),
+    computed in ``per_example``'s dtype (float32 for a network: about 1e-6 of rounding).
     """
     n = len(per_example)
     if any(not 1 <= B <= n for B in batch_sizes):
         raise ValueError(f"batch_sizes must lie in [1, N={n}], got {list(batch_sizes)}")
     if draws < 1:
         raise ValueError(f"draws must be a positive int, got draws={draws!r}")
-    G = per_example.double()
-    full = G.mean(0)
+    G = per_example  # its own dtype: a float64 copy of a network's N x P matrix would double its memory
+    full = G.double().mean(0).to(G.dtype)
     generator = torch.Generator(G.device).manual_seed(seed)
     out = {}
     for B in batch_sizes:
         picks = torch.rand(draws, n, generator=generator, device=G.device).argsort(1)[:, :B]  # (draws, B)
         weights = torch.zeros(draws, n, dtype=G.dtype, device=G.device).scatter_(1, picks, 1.0 / B)
         estimates = weights @ G                                                          # (draws, P): each g_B
-        out[B] = torch.nn.functional.cosine_similarity(estimates, full[None], dim=1)
+        out[B] = torch.nn.functional.cosine_similarity(estimates, full[None], dim=1).double()
     return out
 
 
