@@ -26,6 +26,7 @@ take a fraction of a second on a CPU.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -126,6 +127,14 @@ class GaussianWells(ToyLoss):
         pull = self.depths * torch.exp(-(diff ** 2).sum(-1) / (2 * self.widths ** 2)) / self.widths ** 2
         return self.bowl * x + (pull[..., None] * diff).sum(-2)
 
+    def laplacian(self, x):
+        """The sum of the second derivatives (trace of the Hessian) at ``x``, in closed form
+        (loss units per squared parameter unit); for a 1-D loss, ``f''(x)``."""
+        x = torch.as_tensor(x, dtype=DTYPE)
+        squared = ((x[..., None, :] - self.centers) ** 2).sum(-1)               # (..., wells)
+        bump = self.depths * torch.exp(-squared / (2 * self.widths ** 2)) / self.widths ** 2
+        return self.dim * self.bowl + (bump * (self.dim - squared / self.widths ** 2)).sum(-1)
+
 
 class RippledBasin(ToyLoss):
     """Kleinberg, Li and Yuan's picture: a wide basin with sharp, narrow local minima on top.
@@ -162,12 +171,17 @@ class RippledBasin(ToyLoss):
         omega = 2 * math.pi / self.wavelength
         return self.basin * x + self.ripple * omega * torch.sin(omega * x)
 
+    def ripple_factor(self, width: float) -> float:
+        """How much smoothing at ``width`` (parameter units) shrinks the ripples' amplitude:
+        ``exp(-(2 pi width / wavelength)^2 / 2)``, between 0 and 1."""
+        return math.exp(-0.5 * (2 * math.pi * width / self.wavelength) ** 2)
+
     def smoothed_exact(self, x, width: float) -> torch.Tensor:
         """``E_z f(x - width * z)``, ``z ~ N(0, I)``, in closed form: the basin gains
         ``basin * dim * width^2 / 2`` and the ripples shrink by ``exp(-(2 pi width / wavelength)^2 / 2)``."""
         x = torch.as_tensor(x, dtype=DTYPE)
         omega = 2 * math.pi / self.wavelength
-        damp = math.exp(-0.5 * (omega * width) ** 2)
+        damp = self.ripple_factor(width)
         return (0.5 * self.basin * ((x ** 2).sum(-1) + self.dim * width ** 2)
                 + self.ripple * (1 - damp * torch.cos(omega * x)).sum(-1))
 
@@ -191,6 +205,22 @@ def escape_2d() -> GaussianWells:
     kick is enough to leave the first and not the second.
     """
     return GaussianWells(centers=[[-1.0, 0.0], [1.5, 0.0]], depths=[0.6, 1.5], widths=[0.25, 1.0], bowl=0.1)
+
+
+# the narrow well's depth that makes its minimum exactly as low as the wide one's (-1.3945), found by
+# bisection on the minima GD reaches (tests/test_toy.py checks the equality)
+EQUAL_DEPTH = 1.37703
+
+
+def narrow_and_wide_2d(narrow_depth: float = EQUAL_DEPTH) -> GaussianWells:
+    """:func:`escape_2d` with the narrow well dug to ``narrow_depth``: width and depth separated.
+
+    The narrow well (width 0.25, at about (-0.99, 0)) and the wide one (width 1.0, at about
+    (1.41, 0), loss -1.3945) keep their places and widths. With the default depth both minima
+    have the same loss (within 1e-4); ``narrow_depth=2.0`` makes the narrow one the deeper
+    (loss about -2.017), ``0.6`` gives back :func:`escape_2d`, where it is the shallower.
+    """
+    return GaussianWells(centers=[[-1.0, 0.0], [1.5, 0.0]], depths=[narrow_depth, 1.5], widths=[0.25, 1.0], bowl=0.1)
 
 
 def _check_axes(axes, dim: int) -> list[torch.Tensor]:
@@ -310,3 +340,68 @@ def share_near(points, target, radius: float) -> float:
         raise ValueError(f"points must have shape (n, dim) and target dim entries, got {tuple(points.shape)} and {tuple(target.shape)}")
     near = (points - target.reshape(1, -1)).norm(dim=1) < radius
     return near.double().mean().item()
+
+
+def time_near(path, target, radius: float) -> torch.Tensor:
+    """For each start, the share of the rows of ``path`` (shape (rows, starts, dim), as
+    :func:`run_sgd` returns) within ``radius`` of ``target`` (Euclidean, parameter units):
+    the share of the recorded time a run spends near it, shape (starts,). Non-finite points
+    count as not near."""
+    radius = _positive("radius", radius)
+    path = torch.as_tensor(path, dtype=DTYPE)
+    target = torch.as_tensor(target, dtype=DTYPE).reshape(-1)
+    if path.ndim != 3 or path.shape[-1] != target.shape[0]:
+        raise ValueError(f"path must have shape (rows, starts, dim) and target dim entries, "
+                         f"got {tuple(path.shape)} and {tuple(target.shape)}")
+    return ((path - target).norm(dim=-1) < radius).double().mean(0)
+
+
+@dataclasses.dataclass
+class RateSweep:
+    """What :func:`sweep_rates` returns.
+
+    ``paths[:, k]`` holds the runs at rate ``lrs[k]`` (shape (rows, starts, dim), every
+    ``every`` steps); ``score[k]`` is their loss averaged over the recorded points of the
+    run's second half and over the starts (loss units); ``best`` is the tuned rate.
+    """
+
+    lrs: list
+    noise: float
+    score: torch.Tensor
+    best: float
+    paths: torch.Tensor
+
+    @property
+    def best_paths(self) -> torch.Tensor:
+        """The runs at the tuned rate, shape (rows, starts, dim)."""
+        return self.paths[:, self.lrs.index(self.best)]
+
+
+def sweep_rates(loss: ToyLoss, x0, lrs, noise: float, steps: int, seed: int, *, every: int = 10,
+                tol: float = 1e-3) -> RateSweep:
+    """Run :func:`run_sgd` (``noise = 0``: GD) from the starts ``x0`` at every rate of ``lrs``, as
+    one batch, and tune the rate.
+
+    The tuning criterion is the loss averaged over the second half of the run (the recorded
+    points after ``steps / 2`` updates) and over the starts: it rewards ending low and staying
+    low, and does not hinge on where one noisy iterate happens to be. Rates whose score is
+    within ``tol`` (loss units) of the lowest tie; the largest of them is ``best`` (at equal
+    loss, the larger step gets there in fewer steps). A run that leaves the finite numbers
+    scores ``inf``.
+    """
+    lrs = [float(lr) for lr in lrs]
+    x = _as_points(x0, loss.dim, "x0")
+    starts = len(x)
+    path = run_sgd(loss, x.repeat(len(lrs), 1), torch.tensor(lrs, dtype=DTYPE).repeat_interleave(starts),
+                   noise, steps, seed, every=every)
+    path = path.reshape(path.shape[0], len(lrs), starts, loss.dim)
+    tail = path[steps // every // 2 + 1:] if steps // every >= 2 else path[-1:]
+    values = loss(tail)                                                # (rows, lrs, starts)
+    values = torch.where(torch.isfinite(values), values, torch.full_like(values, math.inf))
+    score = values.mean(dim=(0, 2))
+    finite = torch.isfinite(score)
+    if not finite.any():
+        raise ValueError(f"every rate of lrs={lrs} diverged")
+    low = score[finite].min()
+    best = max(lr for lr, s in zip(lrs, score.tolist()) if s <= low + tol)
+    return RateSweep(lrs=lrs, noise=float(noise), score=score, best=best, paths=path)

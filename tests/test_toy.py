@@ -139,3 +139,66 @@ def test_share_near_counts_points_within_the_radius():
 def test_bad_input_is_refused_with_a_message(call, words):
     with pytest.raises(ValueError, match=words):
         call()
+
+
+def _minima(loss):
+    return toy.run_gd(loss, torch.tensor([[-1.0, 0.0], [1.5, 0.0]]), lr=0.002, steps=20000)[-1]
+
+
+def test_narrow_and_wide_minima_have_equal_depth_or_the_chosen_order():
+    equal = toy.narrow_and_wide_2d()
+    ends = _minima(equal)
+    assert torch.allclose(ends, torch.tensor([[-0.988, 0.0], [1.406, 0.0]], dtype=torch.float64), atol=2e-3)
+    assert abs(equal(ends[0]) - equal(ends[1])) < 1e-4
+    # widths as named: the narrow minimum is far more curved (second difference along x)
+    h = 1e-3
+    curv = [((equal(e + torch.tensor([h, 0.0])) - 2 * equal(e) + equal(e - torch.tensor([h, 0.0]))) / h ** 2).item()
+            for e in ends]
+    assert curv[0] > 10 * curv[1]
+    deeper = toy.narrow_and_wide_2d(2.0)
+    d = deeper(_minima(deeper))
+    assert d[0] < d[1] - 0.5
+    assert torch.allclose(toy.narrow_and_wide_2d(0.6)(ends), toy.escape_2d()(ends))
+
+
+def test_time_near_counts_rows_per_start():
+    path = torch.tensor([[[0.0], [5.0]], [[0.2], [5.0]], [[3.0], [0.1]], [[math.nan], [0.0]]])
+    assert toy.time_near(path, [0.0], 0.5).tolist() == [0.5, 0.5]
+
+
+def test_sweep_rates_equals_separate_runs_and_picks_the_lowest_tail_loss():
+    loss = toy.wells_1d()
+    starts = torch.linspace(-4, 4, 9)
+    sweep = toy.sweep_rates(loss, starts, [0.05, 0.5, 3.0], 0.0, steps=100, seed=0, every=10)
+    for k, lr in enumerate(sweep.lrs):
+        alone = toy.run_gd(loss, starts, lr=lr, steps=100, every=10)
+        assert torch.allclose(sweep.paths[:, k], alone)
+        expected = loss(alone[6:]).mean()                     # rows after 50 of 100 steps
+        assert torch.isclose(sweep.score[k], expected)
+    low = sweep.score.min()
+    assert sweep.best == max(lr for lr, s in zip(sweep.lrs, sweep.score) if s <= low + 1e-3)
+    assert sweep.score[sweep.lrs.index(3.0)] > low + 0.1          # the largest rate is not a tie here
+    assert torch.equal(sweep.best_paths, sweep.paths[:, sweep.lrs.index(sweep.best)])
+
+
+def test_sweep_rates_breaks_ties_towards_the_larger_rate():
+    bowl = toy.GaussianWells(centers=[[0.0]], depths=[0.0], widths=[1.0], bowl=1.0)  # x^2 / 2: all converge to 0
+    sweep = toy.sweep_rates(bowl, torch.ones(3), [0.1, 0.5, 1.0], 0.0, steps=200, seed=0)
+    assert sweep.best == 1.0
+
+
+@pytest.mark.parametrize("name", ["wells_1d", "wells_2d", "escape_2d"])
+def test_laplacian_matches_finite_differences_of_the_gradient(name):
+    loss = LOSSES[name]
+    x = 2 * torch.randn(15, loss.dim, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    h = 1e-5
+    numeric = sum((loss.gradient(x + h * e) - loss.gradient(x - h * e))[:, k] / (2 * h)
+                  for k, e in enumerate(torch.eye(loss.dim, dtype=torch.float64)))
+    assert torch.allclose(loss.laplacian(x), numeric, atol=1e-6)
+
+
+def test_ripple_factor_is_the_amplitude_of_the_smoothed_ripples():
+    loss = toy.RippledBasin(1, basin=1e-9, ripple=0.1, wavelength=0.25)  # basin negligible
+    width = 0.04
+    top = loss.smoothed_exact(torch.tensor([[0.125]]), width) - loss.smoothed_exact(torch.tensor([[0.0]]), width)
+    assert abs(top.item() / (2 * loss.ripple) - loss.ripple_factor(width)) < 1e-6

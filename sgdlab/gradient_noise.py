@@ -1,0 +1,116 @@
+"""How well a mini-batch gradient points along the full gradient, during training.
+
+The full gradient ``g`` is the mean of the per-example gradients of a set of ``N`` examples
+(:func:`sgdlab.per_example_gradients`, BatchNorm in eval mode). A mini-batch gradient
+``g_B`` is the mean over ``B`` of them, drawn without replacement as :func:`sgdlab.train`
+draws within an epoch. We measure ``cos(g_B, g)``: positive means that a step along ``-g_B``
+goes, to first order, downhill on the loss over the whole set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .callbacks import Callback
+from .models import make_model
+from .params import clone_params, model_params
+from .per_example import per_example_gradients
+from .train import train
+
+
+def batch_cosine(per_example: torch.Tensor, rows) -> float:
+    """The cosine between the mean of the rows ``rows`` of ``per_example`` (shape (N, P)), a
+    mini-batch gradient, and the mean of all its rows, the full gradient (dimensionless)."""
+    G = per_example.double()
+    rows = torch.as_tensor(rows, device=G.device)
+    return torch.nn.functional.cosine_similarity(G[rows].mean(0), G.mean(0), dim=0).item()
+
+
+def minibatch_cosines(per_example: torch.Tensor, batch_sizes: Sequence[int], draws: int, *,
+                      seed: int = 0) -> dict[int, torch.Tensor]:
+    """Cosines between ``draws`` mini-batch gradients of each size and the full gradient.
+
+    ``per_example``: shape (N, P), one example's gradient per row; the full gradient is the
+    mean of the rows. For each ``B`` in ``batch_sizes`` (1 <= B <= N), ``draws`` mini-batches
+    of ``B`` distinct examples are drawn uniformly (a random permutation per draw, from a
+    generator on ``per_example``'s device seeded with ``seed``). Returns ``{B: cosines}``,
+    each a float64 tensor of shape (draws,) on that device (dimensionless, in [-1, 1]),
+    computed in ``per_example``'s dtype (float32 for a network: about 1e-6 of rounding).
+    """
+    n = len(per_example)
+    if any(not 1 <= B <= n for B in batch_sizes):
+        raise ValueError(f"batch_sizes must lie in [1, N={n}], got {list(batch_sizes)}")
+    if draws < 1:
+        raise ValueError(f"draws must be a positive int, got draws={draws!r}")
+    G = per_example  # its own dtype: a float64 copy of a network's N x P matrix would double its memory
+    full = G.double().mean(0).to(G.dtype)
+    generator = torch.Generator(G.device).manual_seed(seed)
+    out = {}
+    for B in batch_sizes:
+        picks = torch.rand(draws, n, generator=generator, device=G.device).argsort(1)[:, :B]  # (draws, B)
+        weights = torch.zeros(draws, n, dtype=G.dtype, device=G.device).scatter_(1, picks, 1.0 / B)
+        estimates = weights @ G                                                          # (draws, P): each g_B
+        out[B] = torch.nn.functional.cosine_similarity(estimates, full[None], dim=1).double()
+    return out
+
+
+class _ParamsAt(Callback):
+    """Keeps a copy of the parameters (and buffers) after the updates listed in ``steps`` (0: before training)."""
+
+    def __init__(self, steps):
+        self.steps = set(steps)
+
+    def on_train_begin(self, model, dataset):
+        self.model = model
+        self.kept = {0: clone_params(model_params(model))} if 0 in self.steps else {}
+
+    def on_step(self, step):
+        if step.index + 1 in self.steps:
+            self.kept[step.index + 1] = clone_params(model_params(self.model))
+
+
+@dataclasses.dataclass
+class CosinesOverTraining:
+    """What :func:`cosines_over_training` returns: ``cosines[i, j]`` holds the ``draws`` cosines
+    (shape (draws,)) at update ``steps[i]`` for mini-batches of ``batch_sizes[j]`` examples;
+    ``gradient_norm[i]`` is ``|g|`` there (nats per parameter unit); ``examples`` is N."""
+
+    steps: list
+    batch_sizes: list
+    cosines: np.ndarray         # (len(steps), len(batch_sizes), draws)
+    gradient_norm: np.ndarray   # (len(steps),)
+    examples: int
+
+
+def cosines_over_training(arch: str, dataset, *, lr: float, batch_size: int, steps: Sequence[int],
+                          batch_sizes: Sequence[int] = (1, 10, 100), draws: int = 200,
+                          examples: int | None = None, seed: int = 0) -> CosinesOverTraining:
+    """Train ``make_model(arch, dataset, seed=seed)`` with :func:`sgdlab.train` (SGD, constant
+    ``lr``, mini-batches of ``batch_size``, ``max(steps)`` updates) and, at the parameters after
+    each update count in ``steps`` (0 = the initialisation), measure :func:`minibatch_cosines`
+    on the first ``examples`` training examples (all by default): the full gradient is theirs.
+    """
+    steps = sorted(set(int(s) for s in steps))
+    if not steps or steps[0] < 0:
+        raise ValueError(f"steps must be non-negative update counts, got {steps}")
+    n = dataset.n_train if examples is None else min(examples, dataset.n_train)
+    model = make_model(arch, dataset, seed=seed).to(dataset.device)
+    keeper = _ParamsAt(steps)
+    if steps[-1] > 0:
+        train(model, dataset, lr=lr, batch_size=batch_size, steps=steps[-1], seed=seed, progress=False,
+              evaluate=False, callbacks=[keeper])
+    else:
+        keeper.on_train_begin(model, dataset)
+    x, y = dataset.x_train[:n], dataset.y_train[:n]
+    cosines, norms = [], []
+    for s in steps:
+        G = per_example_gradients(model, keeper.kept[s], x, y)
+        by_size = minibatch_cosines(G, batch_sizes, draws, seed=seed)
+        cosines.append(torch.stack([by_size[B] for B in batch_sizes]).cpu().numpy())
+        norms.append(G.double().mean(0).norm().item())
+    return CosinesOverTraining(steps=steps, batch_sizes=list(batch_sizes), cosines=np.stack(cosines),
+                               gradient_norm=np.array(norms), examples=n)
