@@ -78,3 +78,33 @@ def test_a_preset_states_only_what_differs_from_the_one_it_builds_on():
 def test_a_diverging_walk_raises_diverged_in_the_chapter_too():
     with pytest.raises(sgdlab.Diverged, match="lr=10000"):
         walk.run(dataclasses.replace(TINY["walk"], lr=10000.0), progress=False)
+
+
+def test_stability_run_saves_and_loads_what_it_found_and_its_floor_is_far_below_its_drift(tmp_path):
+    from sgdlab.experiments import stability
+    config = stability.Config(epochs=2, seeds=2, probe=20, floor_epochs=1)
+    found = stability.run(config, progress=False, out=tmp_path)
+    loaded = stability.Result.load(tmp_path)
+    assert list(found.drift) == [f"{net}/{s}" for net in ("CNN", "MLP") for s in stability.SCHEDULES]
+    _same(found.summary(), loaded.summary())
+    _same(found.params, loaded.params)
+    for key, result in found.drift.items():
+        _same(result.activation_drift, loaded.drift[key].activation_drift)
+        assert len(found.final_loss[key]) == 2
+        assert found.final_loss[key][0] == found.histories[key].train_loss[-1]  # seed 0: the recorded run
+    for net, floor in found.floor.items():
+        assert floor.lr[0] == config.floor_lr
+        assert floor.mean_activation_drift().mean() < 1e-3 * found.drift[f"{net}/constant"].mean_activation_drift().mean()
+    assert stability.run(config, progress=False, out=tmp_path).summary() == found.summary()  # resumed from the checkpoints
+
+
+def test_every_preset_gives_the_stability_experiment_settings_it_accepts():
+    from sgdlab.experiments import stability
+    for preset in sgdlab.PRESETS.values():
+        assert isinstance(preset.stability, stability.Config)
+        for key, allowed in stability.CHOICES.items():
+            assert getattr(preset.stability, key) in allowed, (preset.name, key)
+    with pytest.raises(ValueError, match="gamma must be a number in \\(0, 1\\).*gamma=2"):
+        stability.prepare(stability.Config(gamma=2))
+    with pytest.raises(ValueError, match="cnn_arch='lenet' is not allowed"):
+        stability.prepare(stability.Config(cnn_arch="lenet"))
