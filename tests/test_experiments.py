@@ -108,3 +108,22 @@ def test_every_preset_gives_the_stability_experiment_settings_it_accepts():
         stability.prepare(stability.Config(gamma=2))
     with pytest.raises(ValueError, match="cnn_arch='lenet' is not allowed"):
         stability.prepare(stability.Config(cnn_arch="lenet"))
+
+
+def test_stability_runs_the_gpu_preset_data_and_batchnorm_mlp_on_stand_in_data(tmp_path):
+    """The gpu preset's stability settings on a few stand-in examples: every schedule, the floor control and the
+    probe with batch statistics, through the paper's MLP (BatchNorm) and, for speed, the small CNN in place of
+    ResNet-18 (tests/test_gpu_preset_smoke.py records ResNet-18's drift)."""
+    from sgdlab import standin
+    from sgdlab.experiments import stability
+    standin.write_standins(tmp_path, sizes={"mnist": (32, 8), "cifar10": (32, 8)})
+    gpu = sgdlab.get_preset("gpu").stability
+    data = {name: sgdlab.load_dataset(name, root=tmp_path, device="cpu") for name in (gpu.cnn_dataset, gpu.mlp_dataset)}
+    config = dataclasses.replace(gpu, cnn_arch="cnn", batch_size=16, probe=8, seeds=1)
+    found = stability.run(config, progress=False, data=data)
+    for net in ("CNN", "MLP"):
+        step = found.drift[f"{net}/step"]
+        assert np.isfinite(step.mean_activation_drift()).all() and (step.mean_activation_drift() > 0).all()
+        assert np.isfinite(step.gradient_norm).all()
+        floor = found.floor[net].mean_activation_drift().mean()
+        assert floor < 1e-3 * found.drift[f"{net}/constant"].mean_activation_drift().mean(), net  # batch statistics: no floor
