@@ -120,7 +120,10 @@ def test_stability_runs_the_gpu_preset_data_and_batchnorm_mlp_on_stand_in_data(t
     gpu = sgdlab.get_preset("gpu").stability
     data = {name: sgdlab.load_dataset(name, root=tmp_path, device="cpu") for name in (gpu.cnn_dataset, gpu.mlp_dataset)}
     config = dataclasses.replace(gpu, cnn_arch="cnn", batch_size=16, probe=8, seeds=1)
-    found = stability.run(config, progress=False, data=data)
+    try:
+        found = stability.run(config, progress=False, data=data)
+    finally:
+        standin.loaded.clear()  # other tests' scoreboard records must not see these stand-ins
     for net in ("CNN", "MLP"):
         step = found.drift[f"{net}/step"]
         assert np.isfinite(step.mean_activation_drift()).all() and (step.mean_activation_drift() > 0).all()
