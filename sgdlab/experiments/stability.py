@@ -11,8 +11,10 @@ batch (:class:`sgdlab.stability.StabilityRecorder`). Two controls come with it:
 * *seeds*: the final training loss of every schedule for ``seeds`` seeds (initialisation
   and data order), so that "decay lowers the loss at an equal budget" can be tested.
 
-The chapter calls :func:`run`; the command line can too (``NAME``, ``prepare``, ``Result``
-follow :mod:`sgdlab.experiments`).
+The chapter calls :func:`run`. ``NAME``, ``CHOICES``, ``RESULTS``, ``prepare`` and ``Result``
+follow :mod:`sgdlab.experiments`, so that ``python -m sgdlab run stability`` needs only this
+module listed in ``sgdlab.experiments.EXPERIMENTS`` (it is not yet). ``prepare`` returns both
+data sets, name -> Dataset, and ``final.pt`` holds every recorded run's final state.
 """
 
 from __future__ import annotations
