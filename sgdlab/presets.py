@@ -90,8 +90,8 @@ GPU = replace(
     trajectory=replace(QUICK.trajectory, arch="mlp-paper", dataset="mnist", lr=0.1, batch_size=100, weight_decay=1e-4,
                        every=50),
     trajectory_lrs=(0.02, 0.05, 0.1),
-    stability=replace(QUICK.stability, cnn_arch="resnet18", cnn_dataset="cifar10", cnn_lr=0.1, mlp_lr=0.1, epochs=2,
-                      probe=128),
+    stability=replace(QUICK.stability, cnn_arch="resnet18", cnn_dataset="cifar10", cnn_lr=0.1, mlp_arch="mlp-paper",
+                      mlp_dataset="mnist", mlp_lr=0.1, epochs=2, probe=128, seeds=1),
 )
 
 PAPER = replace(

@@ -158,6 +158,21 @@ CLAIMS = (
           f"no hop; the nearest permuted copy of w_N is {'closer' if v['nearest_copy'] < v['distance'] else 'farther'}, "
           f"{v['nearest_copy']:.2f} away (weight matching without the identity; {v['nearest_live_swap']:.2f} swapping "
           f"two live units)"),
+    Claim("decay-stability", "stability", "\"Proposing a new effect of learning rate decay: network stability\" (article)",
+          "learning-rate decay makes the network stable: once the rate drops, the activations and gradients on a fixed "
+          "input change far less from one update to the next",
+          ("rate_fall", "drift_fall"),
+          lambda v: min(v["drift_fall"]) >= v["rate_fall"],
+          lambda v: f"the rate fell {v['rate_fall']:.0f}x; the activation drift per step fell "
+          + _listed(["CNN", "MLP"], v["drift_fall"], ".1f") + " (x, the epoch before over the epoch after)"),
+    Claim("decay-lowers-loss", "stability", "\"Proposing a new effect of learning rate decay: network stability\" (article)",
+          "the usual account it starts from: decaying the rate lets the weights settle into a minimum, so training "
+          "ends with a lower loss",
+          ("constant", "step", "cosine"),
+          lambda v: all(s < c and k < c for c, s, k in zip(v["constant"], v["step"], v["cosine"])),
+          lambda v: "median final training loss (nats) at an equal number of steps, constant / step / cosine: "
+          + "; ".join(f"{net} {c:.3f} / {s:.3f} / {k:.3f}"
+                      for net, c, s, k in zip(("CNN", "MLP"), v["constant"], v["step"], v["cosine"]))),
 )
 CLAIMS_BY_KEY = {c.key: c for c in CLAIMS}
 

@@ -53,7 +53,7 @@ from .callbacks import Callback, History, Step, StopTraining
 from .params import clone_params, loss_and_accuracy, model_params
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
-SCHEDULES = ("constant", "step", "cosine", "warmup-cosine")
+SCHEDULES = ("constant", "step", "cosine", "warmup-cosine", "cyclic")
 PROGRESS_MIN_STEPS = 200  # shorter runs show no progress bar
 ON_DIVERGENCE = ("warn", "stop")  # what train does besides stopping when the loss explodes
 PROGRESS_VARIABLE = "SGDLAB_PROGRESS"  # "0": no progress bars (the book build sets it)
@@ -81,7 +81,10 @@ def make_schedule(schedule: Any, optimizer: torch.optim.Optimizer, *, total_step
     or a callable ``optimizer -> scheduler`` for anything else ``torch.optim.lr_scheduler``
     offers. Options, in epochs: ``step``: ``milestones`` (default: 50% and 75% of training),
     ``gamma`` (0.1); ``cosine``: ``eta_min`` (0); ``warmup-cosine``: ``warmup`` (epochs,
-    default 5% of training), ``eta_min``.
+    default 5% of training), ``eta_min``; ``cyclic``: the triangular cyclical rate of Smith
+    (2017), ``torch.optim.lr_scheduler.CyclicLR``: from ``low`` times ``lr`` (default 0.1)
+    it rises linearly to ``lr`` over ``half_period`` epochs (default a quarter of training,
+    so two whole cycles), falls back over as many, and repeats; momentum is left alone.
     """
     if schedule is None or callable(schedule):
         return schedule(optimizer) if schedule is not None else None
@@ -89,7 +92,8 @@ def make_schedule(schedule: Any, optimizer: torch.optim.Optimizer, *, total_step
     name = options.pop("name", None)
     if name not in SCHEDULES:
         raise ValueError(f"schedule {name!r} is not known; choose one of: {', '.join(SCHEDULES)}, or pass a callable")
-    allowed = {"constant": set(), "step": {"milestones", "gamma"}, "cosine": {"eta_min"}, "warmup-cosine": {"warmup", "eta_min"}}[name]
+    allowed = {"constant": set(), "step": {"milestones", "gamma"}, "cosine": {"eta_min"}, "warmup-cosine": {"warmup", "eta_min"},
+               "cyclic": {"low", "half_period"}}[name]
     if set(options) - allowed:
         raise ValueError(f"schedule {name!r} does not take {sorted(set(options) - allowed)}; it takes: {sorted(allowed) or 'no options'}")
     sched = torch.optim.lr_scheduler
@@ -102,6 +106,8 @@ def make_schedule(schedule: Any, optimizer: torch.optim.Optimizer, *, total_step
         return sched.MultiStepLR(optimizer, [to_steps(m) for m in milestones], gamma=options.get("gamma", 0.1))
     if name == "cosine":
         return sched.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=options.get("eta_min", 0.0))
+    if name == "cyclic":
+        return _cyclic(optimizer, options, total_epochs=total_epochs, steps_per_epoch=steps_per_epoch)
     warmup = min(to_steps(options.get("warmup", 0.05 * total_epochs)), total_steps - 1)
     return sched.SequentialLR(
         optimizer,
@@ -109,6 +115,19 @@ def make_schedule(schedule: Any, optimizer: torch.optim.Optimizer, *, total_step
          sched.CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup), eta_min=options.get("eta_min", 0.0))],
         milestones=[warmup],
     )
+
+
+def _cyclic(optimizer: torch.optim.Optimizer, options: dict, *, total_epochs: float, steps_per_epoch: int):
+    """The ``cyclic`` schedule of :func:`make_schedule`: triangular, between ``low * lr`` and ``lr``."""
+    low, half_period = options.get("low", 0.1), options.get("half_period", total_epochs / 4)
+    if isinstance(low, bool) or not isinstance(low, (int, float)) or not 0 < low < 1:
+        raise ValueError(f"schedule 'cyclic': low must be a number in (0, 1) (the lowest rate as a fraction of lr), got low={low!r}")
+    if isinstance(half_period, bool) or not isinstance(half_period, (int, float)) or not 0 < half_period < math.inf:
+        raise ValueError(f"schedule 'cyclic': half_period must be a positive number of epochs, got half_period={half_period!r}")
+    half = max(1, round(half_period * steps_per_epoch))  # steps from the lowest rate to the peak
+    peaks = [group["lr"] for group in optimizer.param_groups]
+    return torch.optim.lr_scheduler.CyclicLR(optimizer, base_lr=[low * peak for peak in peaks], max_lr=peaks,
+                                             step_size_up=half, mode="triangular", cycle_momentum=False)
 
 
 def check_lr(lr) -> None:

@@ -88,3 +88,55 @@ def test_the_walk_evaluates_batchnorm_with_batch_statistics_by_default_and_train
     assert by_batch.walk.config["bn"] == "batch" and by_eval.walk.config["bn"] == "eval"
     assert all(torch.equal(by_batch.params[k], by_eval.params[k]) for k in by_batch.params)  # same training ...
     assert not np.allclose(by_batch.walk.curves[0], by_eval.walk.curves[0])                 # ... seen two ways
+
+
+def test_stability_run_saves_and_loads_what_it_found_and_its_floor_is_far_below_its_drift(tmp_path):
+    from sgdlab.experiments import stability
+    config = stability.Config(epochs=2, seeds=2, probe=20, floor_epochs=1)
+    found = stability.run(config, progress=False, out=tmp_path)
+    loaded = stability.Result.load(tmp_path)
+    assert list(found.drift) == [f"{net}/{s}" for net in ("CNN", "MLP") for s in stability.SCHEDULES]
+    _same(found.summary(), loaded.summary())
+    _same(found.params, loaded.params)
+    for key, result in found.drift.items():
+        _same(result.activation_drift, loaded.drift[key].activation_drift)
+        assert len(found.final_loss[key]) == 2
+        assert found.final_loss[key][0] == found.histories[key].train_loss[-1]  # seed 0: the recorded run
+    for net, floor in found.floor.items():
+        assert floor.lr[0] == config.floor_lr
+        assert floor.mean_activation_drift().mean() < 1e-3 * found.drift[f"{net}/constant"].mean_activation_drift().mean()
+    assert stability.run(config, progress=False, out=tmp_path).summary() == found.summary()  # resumed from the checkpoints
+
+
+def test_every_preset_gives_the_stability_experiment_settings_it_accepts():
+    from sgdlab.experiments import stability
+    for preset in sgdlab.PRESETS.values():
+        assert isinstance(preset.stability, stability.Config)
+        for key, allowed in stability.CHOICES.items():
+            assert getattr(preset.stability, key) in allowed, (preset.name, key)
+    with pytest.raises(ValueError, match="gamma must be a number in \\(0, 1\\).*gamma=2"):
+        stability.prepare(stability.Config(gamma=2))
+    with pytest.raises(ValueError, match="cnn_arch='lenet' is not allowed"):
+        stability.prepare(stability.Config(cnn_arch="lenet"))
+
+
+def test_stability_runs_the_gpu_preset_data_and_batchnorm_mlp_on_stand_in_data(tmp_path):
+    """The gpu preset's stability settings on a few stand-in examples: every schedule, the floor control and the
+    probe with batch statistics, through the paper's MLP (BatchNorm) and, for speed, the small CNN in place of
+    ResNet-18 (tests/test_gpu_preset_smoke.py records ResNet-18's drift)."""
+    from sgdlab import standin
+    from sgdlab.experiments import stability
+    standin.write_standins(tmp_path, sizes={"mnist": (32, 8), "cifar10": (32, 8)})
+    gpu = sgdlab.get_preset("gpu").stability
+    data = {name: sgdlab.load_dataset(name, root=tmp_path, device="cpu") for name in (gpu.cnn_dataset, gpu.mlp_dataset)}
+    config = dataclasses.replace(gpu, cnn_arch="cnn", batch_size=16, probe=8, seeds=1)
+    try:
+        found = stability.run(config, progress=False, data=data)
+    finally:
+        standin.loaded.clear()  # other tests' scoreboard records must not see these stand-ins
+    for net in ("CNN", "MLP"):
+        step = found.drift[f"{net}/step"]
+        assert np.isfinite(step.mean_activation_drift()).all() and (step.mean_activation_drift() > 0).all()
+        assert np.isfinite(step.gradient_norm).all()
+        floor = found.floor[net].mean_activation_drift().mean()
+        assert floor < 1e-3 * found.drift[f"{net}/constant"].mean_activation_drift().mean(), net  # batch statistics: no floor

@@ -18,7 +18,7 @@ import sgdlab
 from crash import CrashAt
 from sgdlab.recorders import GradientCosineRecorder
 from sgdlab.params import clone_params, model_params
-from sgdlab.stability import StabilityRecorder, StabilityResult, drift_ratio, rate_drops
+from sgdlab.stability import StabilityRecorder, StabilityResult, dead_unit_fraction, drift_ratio, rate_drops
 from sgdlab.callbacks import Callback
 
 
@@ -73,7 +73,57 @@ def test_gradient_cosine_is_that_of_the_gradient_cosine_recorder(digits):
     assert np.array_equal(recorder.result.gradient_cosine[1:], cosine.cosines)
 
 
-def test_the_probe_does_not_change_training(digits):
+class KeepGradientNorms(Callback):
+    """The norm of every step's mini-batch gradient, from the parameters' .grad after the update."""
+
+    def on_train_begin(self, model, dataset):
+        self.norms = []
+
+    def on_step(self, step):
+        self.norms.append(float(torch.sqrt(sum((p.grad.double() ** 2).sum() for p in step.model.parameters()))))
+
+
+def test_gradient_norm_is_that_of_the_mini_batch_gradient(digits):
+    model = sgdlab.make_model("mlp", digits, seed=0, hidden=(8,))
+    recorder, keep = StabilityRecorder(probe=30), KeepGradientNorms()
+    sgdlab.train(model, digits, lr=0.3, batch_size=64, steps=7, callbacks=[recorder, keep], progress=False, evaluate=False)
+    assert np.allclose(recorder.result.gradient_norm, keep.norms, rtol=1e-12)
+    assert (recorder.result.gradient_norm > 0).all()
+
+
+def test_batch_statistics_remove_the_running_statistics_floor_of_the_drift(digits):
+    """At a rate of 1e-9 the weights hardly move, but BatchNorm's running statistics still do:
+    evaluated with them ("eval") the drift keeps a floor; with the probe's own statistics
+    ("batch") it is as small as the weights' change."""
+    def drift(bn):
+        recorder = StabilityRecorder(probe=50, bn=bn)
+        model = sgdlab.make_model("cnn", digits, seed=0, channels=(4, 6), batchnorm=True)
+        sgdlab.train(model, digits, lr=1e-9, batch_size=100, steps=6, callbacks=[recorder], progress=False, evaluate=False)
+        return recorder.result.mean_activation_drift()
+
+    eval_floor, batch = drift("eval"), drift("batch")
+    assert (eval_floor > 1e-3).all()
+    assert (batch < 1e-5).all()
+
+
+def test_dead_units_are_those_a_direct_computation_finds(digits):
+    model = sgdlab.make_model("mlp", digits, seed=0, hidden=(12,))
+    with torch.no_grad():
+        model.fc1.bias[[2, 7]] = -1e3  # planted: these two units are 0 on every input
+    x = digits.x_train[:300]
+    hidden = x.reshape(len(x), -1) @ model.fc1.weight.T + model.fc1.bias
+    expected = float((hidden <= 0).all(dim=0).double().mean())
+    assert dead_unit_fraction(model, x, chunk_size=64) == {"relu1": pytest.approx(expected)}
+    assert expected >= 2 / 12
+    cnn = sgdlab.make_model("cnn", digits, seed=0, channels=(4, 6))
+    fractions = dead_unit_fraction(cnn, x)
+    assert set(fractions) == {"relu1", "relu2"} and all(0 <= v <= 1 for v in fractions.values())
+    with pytest.raises(ValueError, match="chunk_size must be a positive int"):
+        dead_unit_fraction(model, x, chunk_size=0)
+
+
+@pytest.mark.parametrize("bn", ["eval", "batch"])
+def test_the_probe_does_not_change_training(digits, bn):
     def run(callbacks):
         model = sgdlab.make_model("cnn", digits, seed=0, channels=(4, 6), batchnorm=True)  # BatchNorm: eval mode matters
         history = sgdlab.train(model, digits, lr=0.1, batch_size=100, steps=12, momentum=0.9, callbacks=callbacks,
@@ -81,7 +131,7 @@ def test_the_probe_does_not_change_training(digits):
         return model_params(model), history
 
     plain, plain_history = run([])
-    recorder = StabilityRecorder(probe=64)
+    recorder = StabilityRecorder(probe=64, bn=bn)
     watched, watched_history = run([recorder])
     assert plain.keys() == watched.keys()
     assert all(torch.equal(plain[k], watched[k]) for k in plain)  # parameters and BatchNorm statistics, bit for bit
@@ -109,7 +159,7 @@ def test_a_resumed_run_records_what_an_uninterrupted_one_does(digits, tmp_path):
         run(crash_at=7, checkpoint=tmp_path / "run.pt")  # 5 steps per epoch: dies in the second epoch
     resumed = run(checkpoint=tmp_path / "run.pt")
     assert resumed.steps.tolist() == uninterrupted.steps.tolist() == list(range(15))
-    for name in ("lr", "epoch", "gradient_drift", "loss_change", "probe_loss", "gradient_cosine"):
+    for name in ("lr", "epoch", "gradient_drift", "loss_change", "probe_loss", "gradient_norm", "gradient_cosine"):
         assert np.array_equal(getattr(resumed, name), getattr(uninterrupted, name), equal_nan=True), name
     for name in uninterrupted.layers:
         assert np.array_equal(resumed.activation_drift[name], uninterrupted.activation_drift[name])
@@ -149,6 +199,7 @@ def test_drift_ratio_compares_the_windows_around_the_step():
     (dict(x=torch.zeros(3, 1, 8, 8), y=torch.zeros(2, dtype=torch.long)), "same, non-zero number"),
     (dict(layers="fc1"), "layers must be a non-empty list"),
     (dict(layers=[]), "layers must be a non-empty list"),
+    (dict(bn="train"), "bn='train' is not known; choose one of: eval, batch"),
 ])
 def test_bad_recorder_arguments_are_refused(arguments, message):
     with pytest.raises(ValueError, match=message):

@@ -136,7 +136,10 @@ def test_history_round_trips_through_json(digits, tmp_path):
     (dict(epochs=-1), "epochs=-1"),
     (dict(optimizer="lbfgs"), "optimizer 'lbfgs' is not known; choose one of: sgd, adam, adamw, rmsprop"),
     (dict(optimizer="adam", momentum=0.9), "momentum=0.9 applies to optimizer 'sgd' or 'rmsprop'"),
-    (dict(schedule="exponential"), "schedule 'exponential' is not known; choose one of: constant, step, cosine, warmup-cosine"),
+    (dict(schedule="exponential"), "schedule 'exponential' is not known; choose one of: constant, step, cosine, warmup-cosine, cyclic"),
+    (dict(schedule={"name": "cyclic", "low": 1.5}), "schedule 'cyclic': low must be a number in \\(0, 1\\).*low=1.5"),
+    (dict(schedule={"name": "cyclic", "half_period": 0}), "schedule 'cyclic': half_period must be a positive number of epochs.*half_period=0"),
+    (dict(schedule={"name": "cyclic", "period": 2}), "does not take \\['period'\\]; it takes: \\['half_period', 'low'\\]"),
     (dict(schedule={"name": "cosine", "gamma": 0.1}), "does not take \\['gamma'\\]"),
     (dict(diverge_factor=0.5), "diverge_factor=0.5"),
 ])
@@ -178,6 +181,33 @@ def test_a_run_resumed_from_its_checkpoint_ends_as_an_uninterrupted_one(digits, 
     assert resumed_history.step_loss == history.step_loss
     assert resumed_history.step_lr == history.step_lr
     assert resumed_history.test_accuracy == history.test_accuracy
+
+
+def test_cyclic_schedule_is_the_triangle_written_out_by_hand(digits):
+    # 14 steps an epoch; half_period 1.5 epochs = 21 steps from the lowest rate to the peak
+    _, history = quick_train(digits, lr=0.4, epochs=6, schedule={"name": "cyclic", "low": 0.25, "half_period": 1.5})
+    half, low, peak = 21, 0.25 * 0.4, 0.4
+    expected = [low + (peak - low) * (1 - abs((t % (2 * half)) / half - 1)) for t in range(history.steps)]
+    assert history.steps == 84 and history.step_lr == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert history.step_lr[0] == pytest.approx(low) and history.step_lr[half] == pytest.approx(peak)
+    _, default = quick_train(digits, lr=0.4, epochs=4, schedule="cyclic")  # two whole cycles, from and back to 0.1 * lr
+    assert max(default.step_lr) == pytest.approx(0.4) and default.step_lr.index(max(default.step_lr)) == 14
+    assert default.step_lr[0] == pytest.approx(0.04) and default.step_lr[28] == pytest.approx(0.04)
+
+
+def test_a_cyclic_run_resumed_from_its_checkpoint_ends_as_an_uninterrupted_one(digits, tmp_path):
+    options = dict(lr=0.3, batch_size=100, epochs=3, schedule="cyclic", seed=2, progress=False)
+    model = sgdlab.make_model("mlp", digits, seed=1)
+    history = sgdlab.train(model, digits, callbacks=[CrashAt()], **options)
+    checkpoint = tmp_path / "checkpoint.pt"
+    with pytest.raises(KeyboardInterrupt):
+        sgdlab.train(sgdlab.make_model("mlp", digits, seed=1), digits, callbacks=[CrashAt(14 + 5)],
+                     checkpoint=checkpoint, **options)
+    resumed = sgdlab.make_model("mlp", digits, seed=1)
+    resumed_history = sgdlab.train(resumed, digits, callbacks=[CrashAt()], checkpoint=checkpoint, **options)
+    assert resumed_history.step_lr == history.step_lr and resumed_history.step_loss == history.step_loss
+    for (name, a), b in zip(model.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_a_checkpoint_of_another_run_is_refused(digits, tmp_path):
