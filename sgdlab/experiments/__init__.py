@@ -1,6 +1,6 @@
 """The book's long experiments, each written once for the chapters, the command line and the tests.
 
-Each module (``walk``, ``curvature``, ``trajectory``) holds
+Each module (``walk``, ``curvature``, ``trajectory``, ``stability``) holds
 
 * ``Config``    a frozen dataclass: every setting, typed, with its default (the ``quick``
                 scale); a preset holds one per experiment (:mod:`sgdlab.presets`);
@@ -19,6 +19,6 @@ Each module (``walk``, ``curvature``, ``trajectory``) holds
 ``python -m sgdlab run NAME``; it knows nothing else about an experiment.
 """
 
-from . import curvature, trajectory, walk
+from . import curvature, stability, trajectory, walk
 
-EXPERIMENTS = {module.NAME: module for module in (walk, curvature, trajectory)}
+EXPERIMENTS = {module.NAME: module for module in (walk, curvature, trajectory, stability)}
