@@ -47,7 +47,7 @@ from torch.func import functional_call, grad, jvp
 
 from .checks import check_int
 from .lanczos import lanczos
-from .params import BN_MODES, Params, check_fits_model
+from .params import BN_MODES, Params, check_fits_model, evaluation
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30   # bytes a single request may use, by our estimate
 MAX_CHUNK_SIZE = 4096               # the automatic chunk size never exceeds this
@@ -95,13 +95,10 @@ def activation_bytes(model: nn.Module, params: Params, x: torch.Tensor) -> int:
 
     leaves = [m for m in model.modules() if next(m.children(), None) is None]
     handles = [m.register_forward_hook(count) for m in leaves]
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with evaluation(model), torch.no_grad():
             functional_call(model, params, (x[:1],))
     finally:
-        model.train(was_training)
         for handle in handles:
             handle.remove()
     return int(total[0])
@@ -114,21 +111,17 @@ def _gib(n: float) -> str:
 @contextlib.contextmanager
 def _bn_mode(model: nn.Module, bn: str):
     """Eval mode, or train mode with BatchNorm using batch statistics and tracking nothing."""
-    if bn not in BN_MODES:
-        raise ValueError(f"bn={bn!r} is not known; choose one of: {', '.join(BN_MODES)}")
-    was_training = model.training
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     tracking = [m.track_running_stats for m in norms]
-    model.train(bn == "batch")
-    if bn == "batch":
-        for m in norms:  # batch statistics, and no in-place update of captured buffers under torch.func
-            m.track_running_stats = False
-    try:
-        yield
-    finally:
-        for m, t in zip(norms, tracking):
-            m.track_running_stats = t
-        model.train(was_training)
+    with evaluation(model, bn):
+        if bn == "batch":
+            for m in norms:  # batch statistics, and no in-place update of captured buffers under torch.func
+                m.track_running_stats = False
+        try:
+            yield
+        finally:
+            for m, t in zip(norms, tracking):
+                m.track_running_stats = t
 
 
 class LossOnSet:

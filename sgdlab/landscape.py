@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .params import Params, check_evaluation, check_fits_model
+from .params import Params, check_evaluation, check_fits_model, evaluation
 
 DEFAULT_ALPHAS = tuple(i / 10 for i in range(11))
 AFFINE_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -175,26 +175,21 @@ class LineEngine:
         if self.bn == "batch":
             points = [self._batch_bn_copies(p) for p in points]
         totals = torch.zeros(len(alphas), dtype=torch.float64, device=self.x.device)
-        was_training = self.model.training
-        self.model.train(self.bn == "batch")
-        try:
-            with torch.no_grad():
-                for c, (start, stop) in enumerate(self.chunks):
-                    yc = self.y[start:stop]
-                    if self.split is None:
-                        for i, point in enumerate(points):
-                            logits = functional_call(self.model, point, (self.x[start:stop],))
-                            totals[i] += F.cross_entropy(logits, yc, reduction="sum")
-                        continue
-                    za = z_a[c] if z_a is not None else self._first(a, start, stop)
-                    zb = z_b[c] if z_b is not None else self._first(b, start, stop)
-                    for i, (alpha, point) in enumerate(zip(alphas, points)):
-                        h = torch.lerp(za, zb, float(alpha))
-                        for module, state in self.split[2]:
-                            h = self._call(module, state, point, h)
-                        totals[i] += F.cross_entropy(h, yc, reduction="sum")
-        finally:
-            self.model.train(was_training)
+        with evaluation(self.model, self.bn), torch.no_grad():
+            for c, (start, stop) in enumerate(self.chunks):
+                yc = self.y[start:stop]
+                if self.split is None:
+                    for i, point in enumerate(points):
+                        logits = functional_call(self.model, point, (self.x[start:stop],))
+                        totals[i] += F.cross_entropy(logits, yc, reduction="sum")
+                    continue
+                za = z_a[c] if z_a is not None else self._first(a, start, stop)
+                zb = z_b[c] if z_b is not None else self._first(b, start, stop)
+                for i, (alpha, point) in enumerate(zip(alphas, points)):
+                    h = torch.lerp(za, zb, float(alpha))
+                    for module, state in self.split[2]:
+                        h = self._call(module, state, point, h)
+                    totals[i] += F.cross_entropy(h, yc, reduction="sum")
         return (totals / len(self.x)).cpu()
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from .params import Params, check_fits_model
+from .params import Params, check_fits_model, evaluation
 
 
 def per_example_gradients(model: torch.nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, *,
@@ -42,13 +42,9 @@ def per_example_gradients(model: torch.nn.Module, params: Params, x: torch.Tenso
         return F.cross_entropy(out, yi[None])
 
     per_chunk = vmap(grad(example_loss), in_dims=(None, 0, 0))
-    was_training = model.training
-    model.eval()
-    try:
-        rows = []
+    rows = []
+    with evaluation(model):
         for start in range(0, len(x), chunk_size):
             g = per_chunk(trainable, x[start:start + chunk_size], y[start:start + chunk_size])
             rows.append(torch.cat([g[name].reshape(len(g[name]), -1) for name in names], 1))
-    finally:
-        model.train(was_training)
     return torch.cat(rows)

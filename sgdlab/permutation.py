@@ -67,7 +67,7 @@ from torch import nn
 from torch.func import functional_call
 
 from .models import ARCHITECTURES, BasicBlock, ResNet
-from .params import Params, check_fits_model, check_same_keys
+from .params import Params, check_fits_model, check_same_keys, evaluation
 
 Permutation = Dict[str, torch.Tensor]
 
@@ -509,13 +509,10 @@ def _activations(model: nn.Module, params: Params, x: torch.Tensor, sites: list[
         return hook
 
     handles = [model.get_submodule(site).register_forward_hook(record(site)) for site in sites]
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with evaluation(model), torch.no_grad():
             functional_call(model, params, (x,))
     finally:
-        model.train(was_training)
         for handle in handles:
             handle.remove()
     return seen

@@ -362,13 +362,13 @@ def plot_toy_paths(axes, values, paths: dict, ax=None, *, levels: int = 30, max_
     return ax
 
 
-def plot_success_map(lrs, noises, shares, ax=None, *, title: str = ""):
-    """A heat map of ``shares[i, j]`` (a fraction of runs, shown in %) for step size ``lrs[i]``
+def plot_success_map(lrs, noises, shares, ax=None, *, title: str = "", label: str = "runs that reach the target (%)"):
+    """A heat map of ``shares[i, j]`` (a fraction, shown in %; ``label`` names it on the colour bar) for step size ``lrs[i]``
     (rows, y axis) and gradient-noise level ``noises[j]`` (columns, x axis), each cell labelled."""
     ax = _axes(ax, figsize=(7, 5))
     shares = 100 * np.asarray(shares, dtype=float)
     image = ax.imshow(shares, origin="lower", cmap="magma", vmin=0, vmax=100, aspect="auto")
-    plt.colorbar(image, ax=ax, label="runs that reach the target (%)")
+    plt.colorbar(image, ax=ax, label=label)
     for i in range(shares.shape[0]):
         for j in range(shares.shape[1]):
             ax.text(j, i, f"{shares[i, j]:.0f}", ha="center", va="center", fontsize="small",

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from .callbacks import Callback
-from .params import BN_MODES
+from .params import BN_MODES, evaluation
 
 
 @dataclasses.dataclass
@@ -158,14 +158,11 @@ class StabilityRecorder(Callback):
                  for name in self._layers]
         trainable = {name: p.detach().clone().requires_grad_() for name, p in model.named_parameters() if p.requires_grad}
         buffers = {name: b.detach().clone() for name, b in model.named_buffers()}  # "batch" mode updates these copies
-        was_training = model.training
-        model.train(self.bn == "batch")
         try:
-            with torch.enable_grad():
+            with evaluation(model, self.bn), torch.enable_grad():
                 losses = F.cross_entropy(functional_call(model, {**trainable, **buffers}, (self._x,)), self._y, reduction="none")
                 grads = torch.autograd.grad(losses.mean(), list(trainable.values()))
         finally:
-            model.train(was_training)
             for hook in hooks:
                 hook.remove()
         return dict(activations=activations, losses=losses.detach().double(),
@@ -289,14 +286,11 @@ def dead_unit_fraction(model: torch.nn.Module, x: torch.Tensor, *, chunk_size: i
         alive[name] = positive if name not in alive else alive[name] | positive
 
     hooks = [m.register_forward_hook(lambda module, inputs, output, name=name: record(name, output)) for name, m in relus.items()]
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with evaluation(model), torch.no_grad():
             for start in range(0, len(x), chunk_size):
                 model(x[start:start + chunk_size])
     finally:
-        model.train(was_training)
         for hook in hooks:
             hook.remove()
     return {name: float((~alive[name]).double().mean()) for name in relus}

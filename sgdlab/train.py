@@ -50,7 +50,7 @@ from .checks import check_seed
 from .data import Dataset, epoch_batches, steps_per_epoch
 from .files import load_tensors, write_atomic
 from .callbacks import Callback, History, Step, StopTraining
-from .params import clone_params, loss_and_accuracy, model_params
+from .params import clone_params, evaluation, loss_and_accuracy, model_params
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine", "warmup-cosine", "cyclic")
@@ -184,17 +184,13 @@ def check_train_arguments(model, dataset, *, lr, batch_size, epochs=None, steps=
     if diverge_factor is not None and not (isinstance(diverge_factor, (int, float)) and diverge_factor > 1):
         raise ValueError(f"diverge_factor must be a number above 1 or None, got diverge_factor={diverge_factor!r}")
     model.to(dataset.device)
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with evaluation(model), torch.no_grad():
             out = model(dataset.x_train[:2])
     except RuntimeError as error:
         raise ValueError(
             f"the model does not fit dataset {dataset.name!r} (examples of shape {dataset.input_shape}): {error}"
         ) from None
-    finally:
-        model.train(was_training)
     if out.shape != (2, dataset.num_classes):
         raise ValueError(
             f"the model gives outputs of shape {tuple(out.shape[1:])} per example; dataset {dataset.name!r} has {dataset.num_classes} classes"

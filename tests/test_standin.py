@@ -51,9 +51,9 @@ def test_a_chapter_on_standins_says_so_first_and_records_nothing(root, monkeypat
     sgdlab.setup_chapter("gpu")
     assert "STAND-IN DATA for cifar10, mnist" in capsys.readouterr().out.splitlines()[0]
     sgdlab.load_dataset("mnist", device=device)
-    scoreboard.record("smoothing-escape", "gpu", gd_share=0.1, sgd_share=0.9)
+    scoreboard.record("walk-floor-moves", "gpu", rises=3, falls=4)
     assert "not recorded: this run used stand-in data (mnist)" in capsys.readouterr().out
     assert not (tmp_path / "gpu.json").exists()
     standin.loaded.clear()
-    scoreboard.record("smoothing-escape", "gpu", gd_share=0.1, sgd_share=0.9)
+    scoreboard.record("walk-floor-moves", "gpu", rises=3, falls=4)
     assert (tmp_path / "gpu.json").exists()  # the control: real data is recorded
