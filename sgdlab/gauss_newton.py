@@ -18,7 +18,6 @@ Conventions are those of :mod:`sgdlab.hessian`: the mean cross-entropy over a fi
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
 import torch.nn.functional as F
@@ -26,10 +25,10 @@ from torch import nn
 from torch.func import functional_call, grad, jacrev, vmap
 
 from .checks import check_int
-from .hessian import (DEFAULT_MEMORY_BUDGET, LossOnSet, _bn_mode, _check_data, _gib, activation_bytes,
+from .hessian import (DEFAULT_MEMORY_BUDGET, LossOnSet, batchnorm_mode, check_data, gibibytes, activation_bytes,
                       trainable_names)
 from .lanczos import lanczos
-from .params import Params, check_fits_model
+from .params import Params, check_fits_model, flatten, unflatten
 
 
 @dataclasses.dataclass
@@ -72,38 +71,34 @@ def gauss_newton_parts(model: nn.Module, params: Params, x: torch.Tensor, y: tor
     second-order term is computed on its own, as the Hessian of the surrogate
     -(1/N) sum_i p_i(theta) / p_i(theta_0) at theta_0, never as a difference.
     """
-    _check_data(x, y)
+    check_data(x, y)
     check_fits_model(model, params)
     names = trainable_names(model)
     params64 = {k: t.double() if t.is_floating_point() else t for k, t in params.items()}
     x64 = x.double()
     constants = {k: t for k, t in params64.items() if k not in names}
-    shapes = [params64[n].shape for n in names]
-    theta = torch.cat([params64[n].reshape(-1) for n in names])
+    variables = {n: params64[n] for n in names}
+    theta = flatten(variables)
     dim, n = len(theta), len(x)
     fixed = 6 * dim * dim * 8                         # H, C, g g^T, second order, one chunk's Hessian, a sum
     per_example = 3 * dim * activation_bytes(model, params64, x64) + dim * 8  # hessian's P tangents of the graph
     if fixed + per_example > memory_budget:
         raise ValueError(
             f"gauss_newton_parts of a network with {dim:,} trainable parameters would need about "
-            f"{_gib(fixed + per_example)} ({dim:,} x {dim:,} float64 matrices); the budget is "
-            f"memory_budget={memory_budget:,} bytes ({_gib(memory_budget)}): use a smaller network or raise memory_budget"
+            f"{gibibytes(fixed + per_example)} ({dim:,} x {dim:,} float64 matrices); the budget is "
+            f"memory_budget={memory_budget:,} bytes ({gibibytes(memory_budget)}): use a smaller network or raise memory_budget"
         )
     chunk = max(1, min(n, int((memory_budget - fixed) // per_example)))
 
-    def unflatten(vector):
-        pieces = torch.split(vector, [math.prod(s) for s in shapes])
-        return {name: p.view(s) for name, p, s in zip(names, pieces, shapes)}
-
     def log_p(vector, xc, yc):  # log-probability of the correct class, per example
-        logits = functional_call(model, {**unflatten(vector), **constants}, (xc,))
+        logits = functional_call(model, {**unflatten(vector, variables), **constants}, (xc,))
         return -F.cross_entropy(logits, yc, reduction="none")
 
     hessian = torch.zeros(dim, dim, dtype=torch.float64, device=x.device)
     second = torch.zeros_like(hessian)
     uncentred = torch.zeros_like(hessian)
     g = torch.zeros(dim, dtype=torch.float64, device=x.device)
-    with _bn_mode(model, "eval"):
+    with batchnorm_mode(model, "eval"):
         for start in range(0, n, chunk):
             xc, yc = x64[start:start + chunk], y[start:start + chunk]
             weight = len(xc) / n

@@ -47,7 +47,7 @@ from torch.func import functional_call, grad, jvp
 
 from .checks import check_int
 from .lanczos import lanczos
-from .params import BN_MODES, Params, check_fits_model, evaluation
+from .params import BN_MODES, Params, check_fits_model, evaluation, flatten, unflatten
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30   # bytes a single request may use, by our estimate
 MAX_CHUNK_SIZE = 4096               # the automatic chunk size never exceeds this
@@ -60,7 +60,8 @@ def trainable_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_parameters()]
 
 
-def _check_data(x: torch.Tensor, y: torch.Tensor, names=("x", "y")) -> None:
+def check_data(x: torch.Tensor, y: torch.Tensor, names=("x", "y")) -> None:
+    """Refuse a sample whose inputs and labels differ in number, or that is empty."""
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"{names[0]} and {names[1]} must hold the same, non-zero number of examples; got {len(x)} and {len(y)}")
 
@@ -104,13 +105,15 @@ def activation_bytes(model: nn.Module, params: Params, x: torch.Tensor) -> int:
     return int(total[0])
 
 
-def _gib(n: float) -> str:
+def gibibytes(n: float) -> str:
+    """A number of bytes as GiB, for the memory messages of this module and :mod:`sgdlab.gauss_newton`."""
     return f"{n / 2**30:.3g} GiB"
 
 
 @contextlib.contextmanager
-def _bn_mode(model: nn.Module, bn: str):
-    """Eval mode, or train mode with BatchNorm using batch statistics and tracking nothing."""
+def batchnorm_mode(model: nn.Module, bn: str):
+    """Eval mode (``bn="eval"``), or train mode with BatchNorm normalising by batch statistics and
+    updating no running statistic (``bn="batch"``), as torch.func transforms need: restored on exit."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     tracking = [m.track_running_stats for m in norms]
     with evaluation(model, bn):
@@ -139,14 +142,13 @@ class LossOnSet:
                  chunk_size: int | None = None, bn: str = "eval", memory_budget: int = DEFAULT_MEMORY_BUDGET,
                  reserved_bytes: int = 0):
         check_fits_model(model, params)
-        _check_data(x, y)
+        check_data(x, y)
         if bn not in BN_MODES:
             raise ValueError(f"bn={bn!r} is not known; choose one of: {', '.join(BN_MODES)}")
         self.model, self.x, self.y, self.bn = model, x, y, bn
         self.names = trainable_names(model)
         self.variables = {n: params[n] for n in self.names}
         self.constants = {n: t for n, t in params.items() if n not in self.variables}
-        self.shapes = [self.variables[n].shape for n in self.names]
         self.dim = sum(t.numel() for t in self.variables.values())
         per_example = GRAPH_FACTOR * activation_bytes(model, params, x)
         # params, gradient, tangent, result; and what the caller keeps meanwhile (a Lanczos basis, gradients)
@@ -160,11 +162,11 @@ class LossOnSet:
         if need > memory_budget:
             request = "even one example per chunk" if automatic else f"chunk_size={chunk_size}"
             raise ValueError(
-                f"{request} would need about {_gib(need)} (estimated: {GRAPH_FACTOR} x {per_example // GRAPH_FACTOR:,} "
+                f"{request} would need about {gibibytes(need)} (estimated: {GRAPH_FACTOR} x {per_example // GRAPH_FACTOR:,} "
                 f"bytes of activations per example, plus parameter-sized vectors"
                 + (f" and {reserved_bytes:,} bytes kept by the caller" if reserved_bytes else "")
                 + f"), more than the budget "
-                f"memory_budget={memory_budget:,} bytes ({_gib(memory_budget)}): "
+                f"memory_budget={memory_budget:,} bytes ({gibibytes(memory_budget)}): "
                 + ("raise memory_budget" if automatic else "use a smaller chunk_size or chunk_size=None (automatic), or raise memory_budget")
             )
         self.chunk_size = chunk_size
@@ -185,7 +187,7 @@ class LossOnSet:
     def _sum(self, part_of_chunk: Callable[[int], Params]) -> Params:
         """sum over chunks of (chunk size / N) * part_of_chunk(chunk index)."""
         total = {n: torch.zeros_like(t) for n, t in self.variables.items()}
-        with _bn_mode(self.model, self.bn):
+        with batchnorm_mode(self.model, self.bn):
             for index, (start, stop) in enumerate(self.chunks):
                 part = part_of_chunk(index)
                 weight = (stop - start) / len(self.x)
@@ -244,7 +246,7 @@ class LossOnSet:
         """
         if not self.graphs_fit:
             return self.hvp
-        with _bn_mode(self.model, self.bn):
+        with batchnorm_mode(self.model, self.bn):
             graphs = [self._gradient_graph(i) for i in range(len(self.chunks))]
 
         def product(v: Params) -> Params:
@@ -254,11 +256,12 @@ class LossOnSet:
         return product
 
     def flatten(self, v: Params) -> torch.Tensor:
-        return torch.cat([v[n].reshape(-1) for n in self.names])
+        """``v`` (one tensor per trainable parameter) as one vector, in :attr:`names` order."""
+        return flatten({n: v[n] for n in self.names})
 
     def unflatten(self, vector: torch.Tensor) -> Params:
-        pieces = torch.split(vector, [math.prod(s) for s in self.shapes])
-        return {n: p.view(s) for n, p, s in zip(self.names, pieces, self.shapes)}
+        """The inverse of :meth:`flatten`: views of ``vector`` shaped like the trainable parameters."""
+        return unflatten(vector, self.variables)
 
 
 def gradient(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, *, chunk_size: int | None = None,
@@ -313,8 +316,8 @@ def top_eigenvalues(model: nn.Module, params: Params, x: torch.Tensor, y: torch.
         raise ValueError(f"k must be an int in 1..{dim} (the number of trainable parameters), got k={k}")
     basis_bytes = min(max_iter, dim) * dim * params[names[0]].element_size()
     if basis_bytes > memory_budget:
-        raise ValueError(f"max_iter={max_iter} Lanczos vectors of {dim:,} parameters would need {_gib(basis_bytes)}, "
-                         f"more than the budget memory_budget={memory_budget:,} bytes ({_gib(memory_budget)}): lower max_iter")
+        raise ValueError(f"max_iter={max_iter} Lanczos vectors of {dim:,} parameters would need {gibibytes(basis_bytes)}, "
+                         f"more than the budget memory_budget={memory_budget:,} bytes ({gibibytes(memory_budget)}): lower max_iter")
     loss = LossOnSet(model, params, x, y, chunk_size=chunk_size, bn=bn, memory_budget=memory_budget,
                      reserved_bytes=basis_bytes)
     product = loss.hvp_operator()
@@ -345,7 +348,7 @@ def alignment(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor
     spread). With ``batch_size = len(x)`` every batch is the whole set: computed once,
     repeated ``n_batches`` times.
     """
-    _check_data(x, y)
+    check_data(x, y)
     n = len(x)
     batch_size = check_int("batch_size", batch_size, 1, n)
     n_batches = check_int("n_batches", n_batches, 1)
@@ -353,7 +356,7 @@ def alignment(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor
         raise ValueError("give both hessian_x and hessian_y, or neither (then the Hessian is over x, y)")
     if hessian_x is None:
         hessian_x, hessian_y = x, y
-    _check_data(hessian_x, hessian_y, names=("hessian_x", "hessian_y"))
+    check_data(hessian_x, hessian_y, names=("hessian_x", "hessian_y"))
     check_fits_model(model, params)
     distinct = 1 if batch_size == n else n_batches
     stored_bytes = distinct * sum(params[name].numel() * params[name].element_size() for name in trainable_names(model))

@@ -34,9 +34,9 @@ from .params import Params, check_fits_model, check_same_keys, distance, full_lo
 from .permutation import (
     Permutation,
     PermutationSpec,
-    _activation_sites,
-    _activations,
-    _MatchingProblem,
+    activation_sites,
+    unit_activations,
+    MatchingProblem,
     apply_permutation,
     check_params,
     permutation_spec,
@@ -216,7 +216,7 @@ def nearest_permuted_copy(spec: PermutationSpec, params: Params, *, max_iter: in
         raise ValueError(f"max_iter={max_iter!r} must be a positive int")
     if not spec.sizes or all(n < 2 for n in spec.sizes.values()):
         raise ValueError("this network has no two hidden units to swap: every permuted copy is the network itself")
-    problem = _MatchingProblem(spec, params, params, buffers_vote=True)  # the objective is the distance itself
+    problem = MatchingProblem(spec, params, params, buffers_vote=True)  # the objective is the distance itself
     best = None
     for moved in (p for p, n in spec.sizes.items() if n >= 2):
         perm = {p: np.arange(n) for p, n in spec.sizes.items()}
@@ -250,11 +250,11 @@ def firing_rates(model: nn.Module, params: Params, x: torch.Tensor, *, chunk_siz
     convolution, at some site where it is seen for a residual stream (see
     :func:`~sgdlab.permutation.activation_matching`). 0 for a unit that never fires on ``x``.
     """
-    spec, sites = _activation_sites(model, {"params": params}, x, chunk_size, "firing_rates")
+    spec, sites = activation_sites(model, {"params": params}, x, chunk_size, "firing_rates")
     counts = {p: torch.zeros(n, device="cpu") for p, n in spec.sizes.items()}
     for start in range(0, len(x), chunk_size):
         chunk = x[start:start + chunk_size]
-        seen = _activations(model, params, chunk, sites)
+        seen = unit_activations(model, params, chunk, sites)
         for p in spec.sizes:
             # (examples, units): fires at some position of some site
             fired = torch.stack([(seen[site] > 0).reshape(len(chunk), -1, spec.sizes[p]).any(1)

@@ -81,6 +81,21 @@ def flatten(params: Params) -> torch.Tensor:
     return torch.cat([t.reshape(-1) for t in _floating(params)])
 
 
+def unflatten(vector: torch.Tensor, like: Params) -> Params:
+    """The inverse of :func:`flatten`: ``vector`` cut into views shaped like the floating-point
+    entries of ``like``, in its key order (the integer entries are left out).
+
+    >>> params = {"w": torch.ones(2, 3), "b": torch.zeros(2)}
+    >>> {k: tuple(t.shape) for k, t in unflatten(flatten(params), params).items()}
+    {'w': (2, 3), 'b': (2,)}
+    """
+    floating = {k: t for k, t in like.items() if t.is_floating_point()}
+    sizes = [t.numel() for t in floating.values()]
+    if vector.numel() != sum(sizes):
+        raise ValueError(f"vector holds {vector.numel():,} numbers; like has {sum(sizes):,} floating-point entries")
+    return {k: piece.view(t.shape) for (k, t), piece in zip(floating.items(), torch.split(vector, sizes))}
+
+
 def num_parameters(params: Params) -> int:
     """How many floating-point numbers ``params`` holds."""
     return sum(t.numel() for t in _floating(params))

@@ -346,13 +346,13 @@ def weight_matching(spec: PermutationSpec, params_a: Params, params_b: Params, *
         raise ValueError(f"seed={seed!r} must be an int")
     if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
         raise ValueError(f"restarts={restarts!r} must be a positive int")
-    problem = _MatchingProblem(spec, params_a, params_b)
+    problem = MatchingProblem(spec, params_a, params_b)
     runs = [problem.coordinate_descent(max_iter, seed, shift) for shift in range(restarts)]
     best = runs[0] if restarts == 1 else max(runs, key=problem.agreement)
     return {p: torch.from_numpy(pi) for p, pi in best.items()}
 
 
-class _MatchingProblem:
+class MatchingProblem:
     """Weight matching of ``b`` to ``a``, prepared once and shared by every restart.
 
     Everything is float64 numpy on the CPU; permutations are int64 arrays here (LongTensors
@@ -463,13 +463,13 @@ def activation_matching(model: nn.Module, params_a: Params, params_b: Params, x:
     ``bn1`` and the ReLU. Returns ``perm`` such that ``apply_permutation(spec, perm,
     params_b)`` is ``b`` aligned to ``a``, for ``spec = permutation_spec(model)``.
     """
-    spec, sites = _activation_sites(model, {"params_a": params_a, "params_b": params_b}, x, chunk_size,
+    spec, sites = activation_sites(model, {"params_a": params_a, "params_b": params_b}, x, chunk_size,
                                     "activation matching")
     moments = {site: _Moments() for site in sites}
     for start in range(0, len(x), chunk_size):
         chunk = x[start:start + chunk_size]
-        seen_a = _activations(model, params_a, chunk, sites)
-        seen_b = _activations(model, params_b, chunk, sites)
+        seen_a = unit_activations(model, params_a, chunk, sites)
+        seen_b = unit_activations(model, params_b, chunk, sites)
         for site in sites:
             moments[site].add(seen_a[site], seen_b[site])
     perm = {}
@@ -480,7 +480,7 @@ def activation_matching(model: nn.Module, params_a: Params, params_b: Params, x:
     return perm
 
 
-def _activation_sites(model: nn.Module, params: dict[str, Params], x: torch.Tensor, chunk_size: int,
+def activation_sites(model: nn.Module, params: dict[str, Params], x: torch.Tensor, chunk_size: int,
                       what: str) -> tuple[PermutationSpec, list[str]]:
     """The spec of ``model`` and the modules where its units are seen (sorted), after checking
     the arguments of ``what``: each of ``params`` (argument name -> parameters), ``x`` and ``chunk_size``."""
@@ -498,7 +498,7 @@ def _activation_sites(model: nn.Module, params: dict[str, Params], x: torch.Tens
     return spec, sorted({site for names in spec.activations.values() for site in names})
 
 
-def _activations(model: nn.Module, params: Params, x: torch.Tensor, sites: list[str]) -> dict[str, torch.Tensor]:
+def unit_activations(model: nn.Module, params: Params, x: torch.Tensor, sites: list[str]) -> dict[str, torch.Tensor]:
     """ReLU of each site's output, as ``(samples, units)``: batch and spatial positions are samples."""
     seen = {}
 

@@ -26,8 +26,8 @@ from torch.func import functional_call
 from .callbacks import Callback
 from .checks import check_int
 from .gauss_newton import gauss_newton_top_eigenvalues
-from .hessian import _bn_mode, top_eigenvalues
-from .params import model_params
+from .hessian import batchnorm_mode, top_eigenvalues
+from .params import flatten, model_params
 
 
 class GradientCosineRecorder(Callback):
@@ -157,7 +157,7 @@ class TopEigenvalueRecorder(Callback):
 def _loss_and_confidence(model, params, x, y, chunk: int = 4096) -> tuple[float, float]:
     """Mean cross-entropy (nats) and mean largest softmax probability over ``(x, y)``, BatchNorm in eval mode."""
     loss = confidence = 0.0
-    with torch.no_grad(), _bn_mode(model, "eval"):
+    with torch.no_grad(), batchnorm_mode(model, "eval"):
         for start in range(0, len(x), chunk):
             logits = functional_call(model, params, (x[start:start + chunk],))
             loss += float(F.cross_entropy(logits, y[start:start + chunk], reduction="sum"))
@@ -179,7 +179,7 @@ class DistanceFromInitRecorder(Callback):
 
     @staticmethod
     def _flat(model) -> torch.Tensor:
-        return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double()
+        return flatten(model_params(model, buffers=False)).double()
 
     def on_train_begin(self, model, dataset):
         self._start, self._distances = self._flat(model).clone(), []

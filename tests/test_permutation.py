@@ -302,7 +302,7 @@ def test_restarts_keep_the_best_of_several_local_optima(digits):
     aligned = lambda perm: sgdlab.distance(a, apply_permutation(spec, perm, b))
     runs = {r: aligned(weight_matching(spec, a, b, restarts=r)) for r in (1, 2, 3)}
     assert runs[3] <= runs[2] <= runs[1]  # restart 0 is the single start: more restarts never match worse
-    problem = sgdlab.permutation._MatchingProblem(spec, a, b)
+    problem = sgdlab.permutation.MatchingProblem(spec, a, b)
     each_start = [aligned({p: torch.from_numpy(pi) for p, pi in problem.coordinate_descent(100, 0, shift).items()})
                   for shift in range(3)]
     assert len(set(each_start)) > 1  # the starts end in different optima: the test says something
