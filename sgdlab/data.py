@@ -116,6 +116,22 @@ class Dataset:
     def n_train(self) -> int:
         return len(self.x_train)
 
+    def head(self, n: int, *, dtype: torch.dtype | None = None) -> "Dataset":
+        """The first ``n`` training and the first ``n`` test examples (all of them where there are
+        fewer), inputs converted to ``dtype`` when given (e.g. ``torch.float64`` for a dense Hessian).
+
+        >>> data = Dataset("toy", torch.zeros(5, 2), torch.zeros(5, dtype=torch.int64), torch.zeros(3, 2),
+        ...                torch.zeros(3, dtype=torch.int64), num_classes=2)
+        >>> small = data.head(4, dtype=torch.float64)
+        >>> small.n_train, len(small.x_test), small.x_train.dtype
+        (4, 3, torch.float64)
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n={n!r} must be a positive int: the number of examples to keep")
+        convert = (lambda x: x.to(dtype)) if dtype is not None else (lambda x: x)
+        return dataclasses.replace(self, x_train=convert(self.x_train[:n]), y_train=self.y_train[:n],
+                                   x_test=convert(self.x_test[:n]), y_test=self.y_test[:n])
+
     def to(self, device: torch.device | str) -> "Dataset":
         """The same data on another device."""
         move = {f: getattr(self, f).to(device) for f in ("x_train", "y_train", "x_test", "y_test")}

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import standin
+from .walk import RARE_BARRIER_SHARE
 
 PRESET_NAMES = ("quick", "gpu", "paper")
 RELATIVE_TOLERANCE, ABSOLUTE_TOLERANCE = 0.05, 1e-3
@@ -79,7 +80,7 @@ CLAIMS = (
           "SGD rarely crosses a barrier between consecutive iterates: few of an epoch's 450 updates do "
           "(VGG-11 and ResNet-56 on CIFAR-10, an MLP on MNIST)",
           ("largest_share", "steps"),
-          lambda v: v["largest_share"] <= 0.05,
+          lambda v: v["largest_share"] <= RARE_BARRIER_SHARE,
           lambda v: f"at most {v['largest_share']:.1%} of the updates of any recorded epoch ({v['steps']:.0f} updates in all)"),
     Claim("walk-floor-moves", "walk", "Xing et al. 2018, Figures 1-3 and section 3",
           "the lowest loss between consecutive iterates (the valley floor) goes up and down along SGD's path "

@@ -31,6 +31,11 @@ from .params import BN_MODES, clone_params, model_params
 from .train import train
 
 
+# "SGD rarely crosses a barrier": at most this share of an epoch's steps (our reading of the
+# paper's Table 1); the walk chapter's checks and the scoreboard's claim both use it
+RARE_BARRIER_SHARE = 0.05
+
+
 @dataclasses.dataclass
 class WalkResult:
     """Loss curves between consecutive iterates, for each recorded epoch.
