@@ -138,7 +138,8 @@ class Dataset:
         return dataclasses.replace(self, **move)
 
     def __repr__(self) -> str:
-        return (f"Dataset({self.name!r}{' STAND-IN' if self.standin else ''}: {self.n_train} train / {len(self.x_test)} test examples "
+        return (f"Dataset({self.name!r}{' STAND-IN' if self.standin else ''}: {self.n_train} train / "
+                f"{len(self.x_test)} test examples "
                 f"of shape {self.input_shape}, {self.num_classes} classes, on {self.device})")
 
 

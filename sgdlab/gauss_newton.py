@@ -86,7 +86,8 @@ def gauss_newton_parts(model: nn.Module, params: Params, x: torch.Tensor, y: tor
         raise ValueError(
             f"gauss_newton_parts of a network with {dim:,} trainable parameters would need about "
             f"{gibibytes(fixed + per_example)} ({dim:,} x {dim:,} float64 matrices); the budget is "
-            f"memory_budget={memory_budget:,} bytes ({gibibytes(memory_budget)}): use a smaller network or raise memory_budget"
+            f"memory_budget={memory_budget:,} bytes ({gibibytes(memory_budget)}): use a smaller network or raise "
+            f"memory_budget"
         )
     chunk = max(1, min(n, int((memory_budget - fixed) // per_example)))
 

@@ -63,7 +63,8 @@ def trainable_names(model: nn.Module) -> list[str]:
 def check_data(x: torch.Tensor, y: torch.Tensor, names=("x", "y")) -> None:
     """Refuse a sample whose inputs and labels differ in number, or that is empty."""
     if len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"{names[0]} and {names[1]} must hold the same, non-zero number of examples; got {len(x)} and {len(y)}")
+        raise ValueError(f"{names[0]} and {names[1]} must hold the same, non-zero number of examples; got {len(x)} "
+                         f"and {len(y)}")
 
 
 def check_vector(model: nn.Module, v: Params, *, name: str = "v") -> None:
@@ -72,7 +73,8 @@ def check_vector(model: nn.Module, v: Params, *, name: str = "v") -> None:
     if not isinstance(v, dict) or v.keys() != shapes.keys():
         keys = set(v) if isinstance(v, dict) else set()
         raise ValueError(
-            f"{name} must be a dict over the trainable parameters {list(shapes)[:5]}{'...' if len(shapes) > 5 else ''}; "
+            f"{name} must be a dict over the trainable parameters "
+            f"{list(shapes)[:5]}{'...' if len(shapes) > 5 else ''}; "
             f"missing {sorted(set(shapes) - keys)[:5]}, unexpected {sorted(keys - set(shapes))[:5]}"
             + ("" if isinstance(v, dict) else f" (got a {type(v).__name__})")
         )
@@ -162,12 +164,14 @@ class LossOnSet:
         if need > memory_budget:
             request = "even one example per chunk" if automatic else f"chunk_size={chunk_size}"
             raise ValueError(
-                f"{request} would need about {gibibytes(need)} (estimated: {GRAPH_FACTOR} x {per_example // GRAPH_FACTOR:,} "
+                f"{request} would need about {gibibytes(need)} (estimated: {GRAPH_FACTOR} x "
+                f"{per_example // GRAPH_FACTOR:,} "
                 f"bytes of activations per example, plus parameter-sized vectors"
                 + (f" and {reserved_bytes:,} bytes kept by the caller" if reserved_bytes else "")
                 + f"), more than the budget "
                 f"memory_budget={memory_budget:,} bytes ({gibibytes(memory_budget)}): "
-                + ("raise memory_budget" if automatic else "use a smaller chunk_size or chunk_size=None (automatic), or raise memory_budget")
+                + ("raise memory_budget" if automatic else "use a smaller chunk_size or chunk_size=None (automatic), "
+                                                           "or raise memory_budget")
             )
         self.chunk_size = chunk_size
         self.chunks = [(start, min(start + chunk_size, len(x))) for start in range(0, len(x), chunk_size)]
@@ -316,8 +320,10 @@ def top_eigenvalues(model: nn.Module, params: Params, x: torch.Tensor, y: torch.
         raise ValueError(f"k must be an int in 1..{dim} (the number of trainable parameters), got k={k}")
     basis_bytes = min(max_iter, dim) * dim * params[names[0]].element_size()
     if basis_bytes > memory_budget:
-        raise ValueError(f"max_iter={max_iter} Lanczos vectors of {dim:,} parameters would need {gibibytes(basis_bytes)}, "
-                         f"more than the budget memory_budget={memory_budget:,} bytes ({gibibytes(memory_budget)}): lower max_iter")
+        raise ValueError(f"max_iter={max_iter} Lanczos vectors of {dim:,} parameters would need "
+                         f"{gibibytes(basis_bytes)}, "
+                         f"more than the budget memory_budget={memory_budget:,} bytes ({gibibytes(memory_budget)}): "
+                         f"lower max_iter")
     loss = LossOnSet(model, params, x, y, chunk_size=chunk_size, bn=bn, memory_budget=memory_budget,
                      reserved_bytes=basis_bytes)
     product = loss.hvp_operator()

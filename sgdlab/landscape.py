@@ -234,7 +234,8 @@ def lmc_barrier(model, params_a, params_b, x, y, alphas: Sequence[float] = tuple
     """
     values = check_alphas(alphas)
     if values[0] != 0 or values[-1] != 1:
-        raise ValueError(f"alphas must start at 0 and end at 1 for a barrier between two networks, got {values.tolist()}")
+        raise ValueError(f"alphas must start at 0 and end at 1 for a barrier between two networks, got "
+                         f"{values.tolist()}")
     curve = interpolate(model, params_a, params_b, x, y, values, **options).numpy()
     a = values.numpy()
     line = (1 - a) * curve[0] + a * curve[-1]

@@ -51,11 +51,13 @@ def check_same_keys(a: Params, b: Params, *, names: tuple[str, str] = ("params_a
     if a.keys() != b.keys():
         only_a = sorted(set(a) - set(b))[:5]
         only_b = sorted(set(b) - set(a))[:5]
-        raise ValueError(f"{names[0]} and {names[1]} have different keys: only in {names[0]}: {only_a}, only in {names[1]}: {only_b}")
+        raise ValueError(f"{names[0]} and {names[1]} have different keys: only in {names[0]}: {only_a}, only in "
+                         f"{names[1]}: {only_b}")
     for name in a:
         if a[name].shape != b[name].shape:
             raise ValueError(
-                f"{names[0]}[{name!r}] has shape {tuple(a[name].shape)} but {names[1]}[{name!r}] has shape {tuple(b[name].shape)}"
+                f"{names[0]}[{name!r}] has shape {tuple(a[name].shape)} but {names[1]}[{name!r}] has shape "
+                f"{tuple(b[name].shape)}"
             )
 
 
@@ -131,7 +133,8 @@ def lerp(a: Params, b: Params, alpha: float) -> Params:
     check_same_keys(a, b, names=("a", "b"))
     for k in a:
         if a[k].is_floating_point() and (a[k].dtype, a[k].device) != (b[k].dtype, b[k].device):
-            raise ValueError(f"a[{k!r}] is {a[k].dtype} on {a[k].device} but b[{k!r}] is {b[k].dtype} on {b[k].device}; "
+            raise ValueError(f"a[{k!r}] is {a[k].dtype} on {a[k].device} but b[{k!r}] is {b[k].dtype} on "
+                             f"{b[k].device}; "
                              "convert one with .to() so that both ends have the same dtype and device")
     return {k: torch.lerp(a[k], b[k], alpha) if a[k].is_floating_point() else a[k] for k in a}
 

@@ -52,6 +52,10 @@ The nearest permuted copy
 How far the closest permuted copy of one network lies (every swap of two units, weight
 matching with the identity excluded, dead units, the loss halfway to a swap) is measured
 by :mod:`sgdlab.nearest_copy`, built on this module.
+
+The module is long because weight matching (the coordinate descent over the spec) and
+activation matching share the spec, its checks and the application of a permutation; each
+part is short, and splitting them would make each import the other's internals.
 """
 
 from __future__ import annotations
@@ -123,10 +127,12 @@ class _SpecBuilder:
     def affine(self, name: str, layer: nn.Module, out: str | None, into: str | None) -> None:
         """A Linear or Conv whose outputs are reordered by ``out`` and inputs by ``into``."""
         if getattr(layer, "groups", 1) != 1:
-            raise ValueError(f"module {name!r} is a grouped convolution (groups={layer.groups}); only groups=1 is supported")
+            raise ValueError(f"module {name!r} is a grouped convolution (groups={layer.groups}); only groups=1 is "
+                             f"supported")
         out_units, in_units = layer.weight.shape[:2]
         if into is not None and in_units != self.sizes[into]:
-            raise ValueError(f"module {name!r} takes {in_units} inputs but follows {self.sizes[into]} units of permutation "
+            raise ValueError(f"module {name!r} takes {in_units} inputs but follows {self.sizes[into]} units of "
+                             f"permutation "
                              f"{into!r}; only layers fed one input per unit (e.g. after 1x1 pooling) are supported")
         if out is not None:
             self._units(name, out, out_units)

@@ -9,6 +9,10 @@ screens), at most :data:`MAX_FIGURE_WIDTH` inches wide, with 11-point text, so t
 is still at least 10 px on the page (a chapter's output column is about 690 px wide: a
 figure of width ``w`` inches is shown at 690 / (150 w) of its size). :func:`figure_png` is how a figure
 becomes a picture on the page, for the chapters' figures and the static sweeps' frames alike.
+
+The module is longer than the others because it holds one function per kind of figure the
+book draws (about twenty, each short); they share the style and the axes helpers, so they
+are kept together rather than spread over the modules that compute what they draw.
 """
 
 from __future__ import annotations

@@ -130,17 +130,20 @@ def _inspect(run: RunDirectory) -> dict | None:
     except OSError as error:
         raise RunError(f"--out {path} cannot be read ({error.strerror}); choose another directory") from None
     if links:
-        raise RunError(f"{path} holds symbolic links ({', '.join(links)}); a run directory holds none, so that no write "
+        raise RunError(f"{path} holds symbolic links ({', '.join(links)}); a run directory holds none, so that no "
+                       f"write "
                        "lands elsewhere: remove them")
     config = run.read_json("config.json")
     if config is None:
         found = [name for name in entries if name != LOCK_FILE]
         if found:
             raise RunError(f"--out {path} is not empty and holds no sgdlab run (found: {', '.join(found[:5])}"
-                           f"{', ...' if len(found) > 5 else ''}); nothing was changed: choose a new or empty directory")
+                           f"{', ...' if len(found) > 5 else ''}); nothing was changed: choose a new or empty "
+                           f"directory")
         return None
     if config.get("experiment") not in EXPERIMENTS:
-        raise RunError(f"{run.file('config.json')} names no sgdlab experiment (experiment={config.get('experiment')!r}); "
+        raise RunError(f"{run.file('config.json')} names no sgdlab experiment "
+                       f"(experiment={config.get('experiment')!r}); "
                        "nothing was changed: this is not a run directory sgdlab can resume or replace")
     return config
 
@@ -151,7 +154,8 @@ def _refuse_other_settings(run: RunDirectory, stored: dict, experiment, preset: 
     old = dict(experiment=stored.get("experiment"), preset=stored.get("preset"), **(stored.get("settings") or {}))
     new = dict(experiment=experiment.NAME, preset=preset.name, **settings)
     differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    raise RunError(f"{run.path} holds another run: {', '.join(f'{k} (stored {old.get(k)!r}, asked {new.get(k)!r})' for k in differ)}; "
+    raise RunError(f"{run.path} holds another run: "
+                   f"{', '.join(f'{k} (stored {old.get(k)!r}, asked {new.get(k)!r})' for k in differ)}; "
                    "use --fresh to start over there, or choose another --out")
 
 
@@ -181,7 +185,8 @@ def _make_directories(path: Path) -> list[Path]:
             folder.mkdir()
     except OSError as error:
         _remove_created(created)
-        raise RunError(f"--out {path} cannot be created ({error.strerror}: {error.filename}); choose a writable directory") from None
+        raise RunError(f"--out {path} cannot be created ({error.strerror}: {error.filename}); choose a writable "
+                       f"directory") from None
     return created
 
 
@@ -335,7 +340,8 @@ def show(path: str | Path) -> dict:
         raise RunError(f"{run.path} holds no run (no config.json)")
     experiment = EXPERIMENTS.get(config.get("experiment"))
     if experiment is None:
-        raise RunError(f"{run.file('config.json')} names no sgdlab experiment (experiment={config.get('experiment')!r})")
+        raise RunError(f"{run.file('config.json')} names no sgdlab experiment "
+                       f"(experiment={config.get('experiment')!r})")
     status = run.read_json("status.json")
     finished = (status or {}).get("state") == "finished"
     problems = _problems(run, experiment) if finished else []

@@ -59,7 +59,8 @@ def check_number(answer, expected, *, rtol: float = 0.05, name: str = "your answ
     if abs(answer - expected) <= rtol * abs(expected):
         return Verdict(True, f"Right: {name} is within {rtol:.0%} of the value this notebook measured.")
     side = "too high" if answer > expected else "too low"
-    return Verdict(False, f"Not yet: {name} is {side} by more than {rtol:.0%}. Look again at the figure and the numbers above.")
+    return Verdict(False, f"Not yet: {name} is {side} by more than {rtol:.0%}. Look again at the figure and the "
+                          f"numbers above.")
 
 
 def _normalise(text: str) -> str:

@@ -28,6 +28,8 @@ This module is engine-agnostic (grid, names, states, aggregation); the backends 
 (:mod:`sgdlab.backends`): ``local`` (a ``concurrent.futures`` process pool, one worker per
 GPU or per group of CPU cores) and ``slurm`` (``submitit`` job arrays; requeue on
 pre-emption is submitit's). Everything it needs from the run machinery goes through one adapter, ``_Runs``.
+It is long because it holds both halves of a sweep, running and showing, which share the
+grid's names and the manifest's format; each half reads top to bottom on its own.
 """
 
 from __future__ import annotations

@@ -29,6 +29,9 @@ Conventions
   ``History.stopped_because`` says why. Nothing non-finite enters the history. It also
   warns (``RuntimeWarning``), unless the caller expects it (``on_divergence="stop"``: a
   chapter that shows a divergence on purpose).
+
+The module is long because the loop, its argument checks, the schedules and the
+checkpoint that makes a run resumable belong together: each reads the others' settings.
 """
 
 from __future__ import annotations
@@ -95,7 +98,8 @@ def make_schedule(schedule: Any, optimizer: torch.optim.Optimizer, *, total_step
     allowed = {"constant": set(), "step": {"milestones", "gamma"}, "cosine": {"eta_min"}, "warmup-cosine": {"warmup", "eta_min"},
                "cyclic": {"low", "half_period"}}[name]
     if set(options) - allowed:
-        raise ValueError(f"schedule {name!r} does not take {sorted(set(options) - allowed)}; it takes: {sorted(allowed) or 'no options'}")
+        raise ValueError(f"schedule {name!r} does not take {sorted(set(options) - allowed)}; it takes: "
+                         f"{sorted(allowed) or 'no options'}")
     sched = torch.optim.lr_scheduler
     to_steps = lambda epochs: max(1, round(epochs * steps_per_epoch))
     total_epochs = total_steps / steps_per_epoch
@@ -121,9 +125,11 @@ def _cyclic(optimizer: torch.optim.Optimizer, options: dict, *, total_epochs: fl
     """The ``cyclic`` schedule of :func:`make_schedule`: triangular, between ``low * lr`` and ``lr``."""
     low, half_period = options.get("low", 0.1), options.get("half_period", total_epochs / 4)
     if isinstance(low, bool) or not isinstance(low, (int, float)) or not 0 < low < 1:
-        raise ValueError(f"schedule 'cyclic': low must be a number in (0, 1) (the lowest rate as a fraction of lr), got low={low!r}")
+        raise ValueError(f"schedule 'cyclic': low must be a number in (0, 1) (the lowest rate as a fraction of lr), "
+                         f"got low={low!r}")
     if isinstance(half_period, bool) or not isinstance(half_period, (int, float)) or not 0 < half_period < math.inf:
-        raise ValueError(f"schedule 'cyclic': half_period must be a positive number of epochs, got half_period={half_period!r}")
+        raise ValueError(f"schedule 'cyclic': half_period must be a positive number of epochs, got "
+                         f"half_period={half_period!r}")
     half = max(1, round(half_period * steps_per_epoch))  # steps from the lowest rate to the peak
     peaks = [group["lr"] for group in optimizer.param_groups]
     return torch.optim.lr_scheduler.CyclicLR(optimizer, base_lr=[low * peak for peak in peaks], max_lr=peaks,
@@ -148,7 +154,8 @@ def check_batch_size(batch_size, dataset: Dataset) -> int:
         batch_size = dataset.n_train
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 0 < batch_size <= dataset.n_train:
         raise ValueError(
-            f"batch_size must be an int in 1..{dataset.n_train} (the training set's size) or 'full', got batch_size={batch_size!r}"
+            f"batch_size must be an int in 1..{dataset.n_train} (the training set's size) or 'full', got "
+            f"batch_size={batch_size!r}"
         )
     return batch_size
 
@@ -193,7 +200,8 @@ def check_train_arguments(model, dataset, *, lr, batch_size, epochs=None, steps=
         ) from None
     if out.shape != (2, dataset.num_classes):
         raise ValueError(
-            f"the model gives outputs of shape {tuple(out.shape[1:])} per example; dataset {dataset.name!r} has {dataset.num_classes} classes"
+            f"the model gives outputs of shape {tuple(out.shape[1:])} per example; dataset {dataset.name!r} has "
+            f"{dataset.num_classes} classes"
         )
     return batch_size
 
@@ -244,9 +252,11 @@ def train(
                                        weight_decay=weight_decay, seed=seed, diverge_factor=diverge_factor)
     if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
                                          or checkpoint_every < 1):
-        raise ValueError(f"checkpoint_every must be a positive number of steps or None, got checkpoint_every={checkpoint_every!r}")
+        raise ValueError(f"checkpoint_every must be a positive number of steps or None, got "
+                         f"checkpoint_every={checkpoint_every!r}")
     if checkpoint_minutes is not None and not (isinstance(checkpoint_minutes, (int, float)) and checkpoint_minutes > 0):
-        raise ValueError(f"checkpoint_minutes must be a positive number or None, got checkpoint_minutes={checkpoint_minutes!r}")
+        raise ValueError(f"checkpoint_minutes must be a positive number or None, got "
+                         f"checkpoint_minutes={checkpoint_minutes!r}")
     if checkpoint is None and (checkpoint_every is not None or checkpoint_minutes is not None):
         raise ValueError("checkpoint_every and checkpoint_minutes need a checkpoint path: pass checkpoint=PATH")
     per_epoch = steps_per_epoch(dataset.n_train, batch_size)
@@ -299,7 +309,8 @@ def train(
                 if not math.isfinite(loss_value) or loss_value > limit:
                     history.diverged_at = step_index
                     history.stopped_because = (
-                        f"the mini-batch loss reached {loss_value:.4g} at step {step_index} (epoch {epoch}) with lr={current_lr:g}"
+                        f"the mini-batch loss reached {loss_value:.4g} at step {step_index} (epoch {epoch}) with "
+                        f"lr={current_lr:g}"
                         + (f", over {diverge_factor:g} times the first loss {history.step_loss[0]:.4g}" if math.isfinite(loss_value) else "")
                     )
                     if on_divergence == "warn":
@@ -391,11 +402,13 @@ def _resume(path, state: dict, history: History, callbacks):
         changed = sorted(k for k in history.config if saved_history.config.get(k) != history.config[k])
         raise ValueError(
             f"checkpoint {str(path)!r} belongs to another run (different {', '.join(changed)}: "
-            f"{ {k: saved_history.config.get(k) for k in changed} } there, { {k: history.config[k] for k in changed} } here); "
+            f"{ {k: saved_history.config.get(k) for k in changed} } there, "
+            f"{ {k: history.config[k] for k in changed} } here); "
             "delete it or choose another checkpoint path"
         )
     if len(saved["callbacks"]) != len(callbacks):
-        raise ValueError(f"checkpoint {str(path)!r} was written with {len(saved['callbacks'])} callbacks, this run has {len(callbacks)}")
+        raise ValueError(f"checkpoint {str(path)!r} was written with {len(saved['callbacks'])} callbacks, this run "
+                         f"has {len(callbacks)}")
     try:
         state["model"].load_state_dict(saved["model"])
     except RuntimeError as error:  # same class name, other layers or widths

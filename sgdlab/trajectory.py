@@ -264,7 +264,8 @@ class SnapshotRecorder(Callback):
         self._found = 0
         count = int(state["count"])
         if count > self._on_disk:
-            raise DamagedSnapshots(f"{self.path / SNAPSHOT_FILE} holds {self._on_disk} intact snapshots but the checkpoint "
+            raise DamagedSnapshots(f"{self.path / SNAPSHOT_FILE} holds {self._on_disk} intact snapshots but the "
+                                   f"checkpoint "
                                    f"was written after {count}: snapshots were lost; record them again from the start "
                                    "of training (delete the checkpoint)")
         Trajectory(self.path).check(count)
@@ -319,7 +320,8 @@ class Trajectory:
             records = np.frombuffer(f.read(n * self._dtype.itemsize), dtype=self._dtype)
         for i in range(len(records) if checked else 0):
             if zlib.crc32(records["weights"][i].tobytes()) != int(records["crc"][i]):
-                raise DamagedSnapshots(f"{self.path / SNAPSHOT_FILE}: snapshot {start + i} (step {int(records['step'][i])}) "
+                raise DamagedSnapshots(f"{self.path / SNAPSHOT_FILE}: snapshot {start + i} (step "
+                                       f"{int(records['step'][i])}) "
                                        "fails its checksum: the file is damaged; record the trajectory again")
         return records
 
