@@ -348,10 +348,11 @@ def scoreboard_table(directory: Path | None = None):
         if result is None:
             return "not run yet"
         seeds = f" (mean of {result['seeds']} seeds)" if result.get("seeds") else ""
-        return f"{MARKS[result['agrees']]}: {result['shown']}{seeds}".replace("|", "\\|")
+        return f"{MARKS[result['agrees']]}: {result['shown']}{seeds}"
 
     lines = ["| the claim | where | our quick result (CPU) | gpu preset | paper preset |", "|---|---|---|---|---|"]
     for row in scoreboard_rows(directory):
-        lines.append(f"| {row['claim']} (chapter: {row['chapter']}) | {row['source']} | "
-                     f"{cell(row['quick'])} | {cell(row['gpu'])} | {cell(row['paper'])} |")
+        cells = [f"{row['claim']} (chapter: {row['chapter']})", row["source"],
+                 *(cell(row[preset]) for preset in PRESET_NAMES)]
+        lines.append("| " + " | ".join(text.replace("|", "\\|") for text in cells) + " |")  # a | in a text is not a column
     return Markdown("\n".join(lines))
