@@ -1,6 +1,7 @@
 """Recorders that measure the loss surface while training runs: the cosine between consecutive
 mini-batch gradients ("A Walk with SGD", eq. 5), the top Hessian eigenvalue every few steps,
-and the distance of the weights from their initial values (Hoffer, Hubara and Soudry 2017).
+and the distance of the weights from their initial values (Hoffer, Hubara and Soudry 2017);
+and :class:`IterateRecorder`, which keeps the iterates themselves where a chapter needs them.
 
 Each is a :class:`sgdlab.callbacks.Callback` that only watches; it records one run, and a
 resumed run continues where its checkpoint left off.
@@ -27,7 +28,7 @@ from .callbacks import Callback
 from .checks import check_int
 from .gauss_newton import gauss_newton_top_eigenvalues
 from .hessian import batchnorm_mode, top_eigenvalues
-from .params import flatten, model_params
+from .params import Params, clone_params, flatten, model_params
 
 
 class GradientCosineRecorder(Callback):
@@ -200,3 +201,55 @@ class DistanceFromInitRecorder(Callback):
     @property
     def distances(self) -> np.ndarray:
         return np.asarray(self._distances, dtype=np.float64)
+
+
+class IterateRecorder(Callback):
+    """Keeps copies of the iterates: the parameters (and, with ``buffers``, the BatchNorm
+    statistics) before the first update and after the updates chosen.
+
+    An iterate is kept after update ``t`` (counted from 1) when ``every`` divides ``t``, when
+    ``t`` is in ``at``, and, with ``epochs``, at the end of every epoch; update 0 is the
+    initialisation, always kept. ``steps`` lists the ``t`` kept, in order, and ``iterates``
+    the copies (dicts like :func:`sgdlab.params.model_params`, on the model's device);
+    :meth:`flat` stacks them as vectors. Copies cost memory: keep only what is needed.
+
+    >>> import sgdlab
+    >>> data = sgdlab.load_dataset("digits")
+    >>> keep = IterateRecorder(every=5, epochs=True)
+    >>> _ = sgdlab.train(sgdlab.make_model("mlp", data, seed=0), data, lr=0.1, batch_size=500, epochs=2,
+    ...                  progress=False, evaluate=False, callbacks=[keep])
+    >>> keep.steps
+    [0, 3, 5, 6]
+    """
+
+    def __init__(self, *, every: int | None = None, at=(), epochs: bool = False, buffers: bool = True):
+        self.every = None if every is None else check_int("every", every, 1)
+        self.at = {check_int("at", t, 1) for t in at}
+        self.epochs, self.buffers = bool(epochs), bool(buffers)
+        self.steps: list[int] = []
+        self.iterates: list[Params] = []
+
+    def _keep(self, t: int) -> None:
+        if not self.steps or self.steps[-1] != t:
+            self.steps.append(t)
+            self.iterates.append(clone_params(model_params(self._model, buffers=self.buffers)))
+
+    def on_train_begin(self, model, dataset):
+        self._model, self.steps, self.iterates = model, [], []
+        self._keep(0)
+
+    def on_step(self, step):
+        t = step.index + 1
+        if (self.every is not None and t % self.every == 0) or t in self.at:
+            self._keep(t)
+
+    def on_epoch_end(self, epoch, history):
+        if self.epochs:
+            self._keep(history.steps)
+
+    def flat(self, *, trainable_only: bool = True) -> torch.Tensor:
+        """The iterates as rows of one matrix, ``(len(steps), P)``: each :func:`sgdlab.params.flatten`ed,
+        over the trainable parameters only unless told otherwise."""
+        names = {name for name, _ in self._model.named_parameters()}
+        return torch.stack([flatten({k: v for k, v in it.items() if k in names or not trainable_only})
+                            for it in self.iterates])

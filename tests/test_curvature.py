@@ -571,3 +571,21 @@ def test_requests_over_the_memory_budget_are_refused(digits):
         gauss_newton_parts(model, params, x, y, memory_budget=1_000_000)
     with pytest.raises(ValueError, match="bytes kept by the caller"):  # the stored batch gradients count
         alignment(model, params, x, y, 5, 50, memory_budget=50 * 385 * 8 + 4 * 8 * 385 + per_example - 1)
+
+
+def test_the_iterate_recorder_keeps_exactly_the_chosen_updates_as_they_were(digits):
+    from sgdlab.recorders import IterateRecorder
+    every, chosen = IterateRecorder(every=1), IterateRecorder(every=4, at=(3,), epochs=True, buffers=False)
+    model = sgdlab.make_model("mlp", digits, seed=0, batchnorm=True)
+    sgdlab.train(model, digits, lr=0.1, batch_size=500, epochs=3, progress=False, evaluate=False,
+                 callbacks=[every, chosen])
+    assert every.steps == list(range(10)) and chosen.steps == [0, 3, 4, 6, 8, 9]  # 3 updates per epoch
+    for t, kept in zip(chosen.steps, chosen.iterates):
+        reference = every.iterates[t]                         # the copy kept after every update
+        assert set(kept) == {n for n, _ in model.named_parameters()}   # buffers=False: no running statistics
+        assert all(torch.equal(kept[n], reference[n]) for n in kept)
+    assert not torch.equal(every.iterates[1]["fc1.weight"], every.iterates[0]["fc1.weight"])  # copies, not views
+    assert chosen.flat().shape == (6, sgdlab.num_parameters(sgdlab.model_params(model, buffers=False)))
+    with pytest.raises(ValueError, match="every"):
+        IterateRecorder(every=0)
+

@@ -7,23 +7,16 @@ import torch
 
 import sgdlab
 from crash import CrashAt
+from sgdlab.recorders import IterateRecorder
 from sgdlab.trajectory import SNAPSHOT_FILE, SnapshotRecorder, Trajectory
 
 
-class KeepWeights(sgdlab.Callback):
-    def on_train_begin(self, model, dataset):
-        self.weights = [sgdlab.flatten({n: p.detach().clone() for n, p in model.named_parameters()})]
-
-    def on_step(self, step):
-        self.weights.append(sgdlab.flatten({n: p.detach().clone() for n, p in step.model.named_parameters()}))
-
-
 def record(digits, path, every=3, steps=20, **options):
-    keep = KeepWeights()
+    keep = IterateRecorder(every=1)
     model = sgdlab.make_model("mlp", digits, seed=0, hidden=(16, 8))
     sgdlab.train(model, digits, lr=0.1, batch_size=50, steps=steps, progress=False,
                  callbacks=[SnapshotRecorder(path, every=every, **options), keep])
-    return keep.weights
+    return keep.flat()  # row t: the weights after t updates
 
 
 def test_snapshots_hold_the_weights_every_k_updates(digits, tmp_path):
