@@ -88,9 +88,7 @@ class ToyLoss:
     def on_grid(self, axes) -> torch.Tensor:
         """The loss on a grid: ``axes`` is one 1-D tensor (1-D loss) or a pair of them (2-D loss,
         result indexed ``[i, j]`` = point ``(axes[0][i], axes[1][j])``)."""
-        axes = _check_axes(axes, self.dim)
-        mesh = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
-        return self(mesh)
+        return self(_mesh(_check_axes(axes, self.dim)))
 
 
 class GaussianWells(ToyLoss):
@@ -240,6 +238,37 @@ def _check_axes(axes, dim: int) -> list[torch.Tensor]:
     return axes
 
 
+def _mesh(axes: list[torch.Tensor]) -> torch.Tensor:
+    """The grid's points, shape (n1, ..., dim): ``[i, j]`` is ``(axes[0][i], axes[1][j])``."""
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+
+
+def grid_points(axes, dim: int = 2) -> torch.Tensor:
+    """Every point of a grid as one row, float64, shape ``(n1 * n2, 2)`` (or ``(n, 1)`` for ``dim=1``).
+
+    ``axes``: a pair of evenly spaced 1-D tensors (one tensor for ``dim=1``). Rows run in the
+    order of :meth:`ToyLoss.on_grid`'s values flattened: point ``(axes[0][i], axes[1][j])`` is
+    row ``i * len(axes[1]) + j``. Use it to start GD from every point of a grid at once.
+    """
+    return _mesh(_check_axes(axes, dim)).reshape(-1, dim)
+
+
+def count_minima(values) -> int:
+    """The number of strict local minima of a curve sampled on an evenly spaced grid.
+
+    ``values``: 1-D, the curve at consecutive grid points (a tensor or array, e.g.
+    :meth:`ToyLoss.on_grid` or :func:`smoothed` of a 1-D loss). A minimum is a grid point where
+    the curve stops falling: the step into it is negative and the step out of it is not. The
+    two end points never count (a minimum at the grid's edge is not seen); a flat bottom
+    counts once, at its first point.
+    """
+    values = torch.as_tensor(values, dtype=DTYPE)
+    if values.ndim != 1:
+        raise ValueError(f"values must be 1-D (a curve on a grid), got shape {tuple(values.shape)}")
+    slope = values.diff()
+    return int(((slope[:-1] < 0) & (slope[1:] >= 0)).sum())
+
+
 def smoothed(loss: ToyLoss, axes, lr: float, noise: float) -> torch.Tensor:
     """The loss SGD effectively descends, ``g(x) = E_z f(x - lr * noise * z)``, ``z ~ N(0, I)``, on a grid.
 
@@ -326,6 +355,27 @@ def run_sgd(loss: ToyLoss, x0, lr, noise, steps: int, seed: int, *, every: int =
         if t % every == 0:
             path[t // every] = x
     return path
+
+
+def run_sgd_grid(loss: ToyLoss, x0, lrs, noises, seeds: int, steps: int, seed: int, *,
+                 every: int = 1) -> torch.Tensor:
+    """:func:`run_sgd` from one start at every pair of a grid of rates and noises, ``seeds`` runs each, as one batch.
+
+    ``x0``: one point (a number for a 1-D loss, or shape ``(dim,)``). ``lrs`` and ``noises``:
+    1-D sequences (``noise = 0`` is GD). Returns the path, shape
+    ``(steps // every + 1, len(lrs) * len(noises) * seeds, dim)``, its runs ordered rate first,
+    then noise, then seed: ``.reshape(len(lrs), len(noises), seeds)`` of a per-run result gives
+    the grid. The noise of a run depends on its place in the batch, as in :func:`run_sgd`.
+    """
+    x = _as_points(x0, loss.dim, "x0")
+    if len(x) != 1:
+        raise ValueError(f"x0 must be one point, got {len(x)} points")
+    seeds = _count("seeds", seeds)
+    lrs = torch.as_tensor(lrs, dtype=DTYPE).reshape(-1)
+    noises = torch.as_tensor(noises, dtype=DTYPE).reshape(-1)
+    lr = lrs.repeat_interleave(len(noises) * seeds)
+    noise = noises.repeat(len(lrs)).repeat_interleave(seeds)
+    return run_sgd(loss, x.repeat(len(lr), 1), lr, noise, steps, seed, every=every)
 
 
 def share_near(points, target, radius: float) -> float:

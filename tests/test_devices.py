@@ -80,7 +80,7 @@ ALLOWED = {
 }
 TOY_CELLS = {"book/nonconvexity.ipynb cell 4", "book/nonconvexity.ipynb cell 13", "book/sgd_vs_gd.ipynb cell 10",
              "book/sgd_vs_gd.ipynb cell 19", "book/smoothing.ipynb cell 4", "book/smoothing.ipynb cell 7",
-             "book/smoothing.ipynb cell 10", "book/smoothing.ipynb cell 13", "book/smoothing.ipynb cell 16",
+             "book/smoothing.ipynb cell 13", "book/smoothing.ipynb cell 16",
              "book/smoothing.ipynb cell 28"}
 
 

@@ -202,3 +202,48 @@ def test_ripple_factor_is_the_amplitude_of_the_smoothed_ripples():
     width = 0.04
     top = loss.smoothed_exact(torch.tensor([[0.125]]), width) - loss.smoothed_exact(torch.tensor([[0.0]]), width)
     assert abs(top.item() / (2 * loss.ripple) - loss.ripple_factor(width)) < 1e-6
+
+
+def test_grid_points_are_the_points_on_grid_evaluates_in_the_same_order():
+    axes = (torch.linspace(-1, 1, 4), torch.linspace(0, 2, 3))
+    points = toy.grid_points(axes)
+    assert points.shape == (12, 2) and points.dtype == torch.float64
+    expected = [(a, b) for a in axes[0].tolist() for b in axes[1].tolist()]  # row-major, by hand
+    assert torch.equal(points, torch.tensor(expected, dtype=torch.float64))
+    loss = LOSSES["wells_2d"]
+    assert torch.equal(loss(points), loss.on_grid(axes).reshape(-1))
+    assert toy.grid_points(axes[0], dim=1).shape == (4, 1)
+    with pytest.raises(ValueError, match="evenly spaced"):
+        toy.grid_points((torch.tensor([0.0, 1.0, 3.0]), axes[1]))
+
+
+def test_count_minima_finds_the_planted_minima_of_a_cosine():
+    # cos(x) on [0, 7 * 2 pi] has its minima at pi, 3 pi, ..., 13 pi: seven of them
+    assert toy.count_minima(torch.cos(torch.linspace(0, 14 * math.pi, 2001))) == 7
+    assert toy.count_minima(torch.linspace(0, 1, 50)) == 0                 # monotone: none
+    assert toy.count_minima([3.0, 1.0, 1.0, 1.0, 2.0]) == 1                # a flat bottom counts once
+    assert toy.count_minima([1.0, 2.0, 3.0]) == 0                          # the edges never count
+
+
+def test_count_minima_agrees_with_gd_on_the_rippled_basin():
+    # another way: run GD with a tiny step from every grid point and count where it stops
+    loss = toy.RippledBasin(1)
+    x = torch.linspace(-3, 3, 1201)
+    ends = toy.run_gd(loss, x[1:-1], lr=1e-3, steps=3000)[-1, :, 0]
+    assert toy.count_minima(loss.on_grid(x)) == len(torch.unique(ends.round(decimals=3)))
+
+
+def test_run_sgd_grid_is_run_sgd_on_the_settings_laid_out_by_hand():
+    loss, lrs, noises, seeds = LOSSES["rippled_1d"], [0.01, 0.05], [0.0, 2.0, 4.0], 3
+    path = toy.run_sgd_grid(loss, 2.0, lrs, noises, seeds, steps=40, seed=5, every=10)
+    assert path.shape == (5, 2 * 3 * 3, 1)
+    settings = [(lr, noise) for lr in lrs for noise in noises for _ in range(seeds)]
+    by_hand = toy.run_sgd(loss, torch.full((len(settings),), 2.0), [s[0] for s in settings],
+                          [s[1] for s in settings], steps=40, seed=5, every=10)
+    assert torch.equal(path, by_hand)
+    # noise 0 is GD: those runs are the GD path at their rate
+    for k, lr in enumerate(lrs):
+        gd = toy.run_gd(loss, torch.tensor([2.0]), lr=lr, steps=40, every=10)
+        assert torch.equal(path.reshape(5, 2, 3, seeds)[:, k, 0], gd.expand(5, seeds, 1)[..., 0])
+    with pytest.raises(ValueError, match="one point"):
+        toy.run_sgd_grid(loss, [1.0, 2.0], lrs, noises, seeds, steps=10, seed=0)
