@@ -4,7 +4,7 @@ Kleinberg, Li and Yuan's guarantee for SGD needs the loss to be *one-point conve
 respect to a target ``x*``: ``<-grad L(y), x* - y> >= c |x* - y|^2`` for some ``c > 0`` at the
 points ``y`` SGD visits. On a network we take the run's last point ``x_T`` as the target and
 measure the left side, the *pull towards* ``x_T`` (:func:`pull_towards`), at the start of every
-epoch (recorded by :class:`EpochStarts`) and at random points around each
+epoch (recorded by :class:`sgdlab.recorders.IterateRecorder` with ``epochs=True``) and at random points around each
 (:func:`pull_along_path`).
 
 Conventions: ``L`` is the mean cross-entropy over ``(x, y)`` (nats), its gradient that of
@@ -20,22 +20,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .callbacks import Callback
 from .hessian import gradient
-from .params import Params, clone_params, distance, model_params, norm
-
-
-class EpochStarts(Callback):
-    """Records the model's state (parameters and buffers, cloned) at the start of every epoch and
-    after the last one: ``points[t]`` is ``x_t`` at the start of epoch ``t``, ``points[-1]`` is
-    ``x_T``, so a run of ``E`` epochs leaves ``E + 1`` points."""
-
-    def on_train_begin(self, model, dataset):
-        self.model = model
-        self.points = [clone_params(model_params(model))]
-
-    def on_epoch_end(self, epoch, history):
-        self.points.append(clone_params(model_params(self.model)))
+from .params import Params, distance, norm
 
 
 def pull_towards(model: torch.nn.Module, point: Params, target: Params, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -61,7 +47,8 @@ def pull_along_path(model: torch.nn.Module, points: list[Params], x: torch.Tenso
                     directions: int, fraction: float, seed: int) -> PullAlongPath:
     """The pull towards the last of ``points`` (``x_T``), at every other point ``x_t`` and around it.
 
-    ``points``: as :class:`EpochStarts` records them. Around each ``x_t``, ``directions``
+    ``points``: the iterates at the start of every epoch and after the last, as
+    ``IterateRecorder(epochs=True).iterates`` holds them. Around each ``x_t``, ``directions``
     random points at distance ``fraction * |x_T - x_t|`` (Gaussian directions over the
     trainable weights, drawn in order from one generator on ``x``'s device seeded with
     ``seed``); ``nearby`` keeps the smallest of their pulls. ``c = on_path / squared`` is the

@@ -2,20 +2,20 @@
 
 import numpy as np
 import pytest
-import torch
 
 import sgdlab
 from sgdlab import one_point
+from sgdlab.recorders import IterateRecorder
 
 
 @pytest.fixture(scope="module")
 def run(device):
     data = sgdlab.load_dataset("moons", device=device)
     model = sgdlab.make_model("mlp", data, seed=0, hidden=(8,))
-    starts = one_point.EpochStarts()
+    starts = IterateRecorder(epochs=True)
     sgdlab.train(model, data, lr=0.5, batch_size=100, epochs=3, seed=0, evaluate=False,
                  callbacks=[starts])
-    return model, data, starts.points
+    return model, data, starts.iterates
 
 
 def test_epoch_starts_holds_one_state_per_epoch_and_the_end(run):
