@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import warnings
 from pathlib import Path
 
 import torch
@@ -129,3 +131,23 @@ def check_not_diverged(history: History, label: str = "") -> None:
     """Raise :class:`Diverged` when ``history`` stopped because the loss exploded."""
     if history.diverged:
         raise Diverged(f"training diverged{f' ({label})' if label else ''}: {history.stopped_because}")
+
+
+def has_diverged(loss: float, first_loss: float | None, factor: float | None) -> bool:
+    """Whether a mini-batch loss means the run diverged: it is not finite, or it exceeds ``factor``
+    times the run's first mini-batch loss (``first_loss``; ``None`` before the first step, and
+    ``factor=None`` checks finiteness only). :func:`sgdlab.train` and :func:`sgdlab.train_seeds` judge alike."""
+    return not math.isfinite(loss) or (factor is not None and first_loss is not None and loss > factor * first_loss)
+
+
+def mark_diverged(history: History, *, loss: float, step: int, epoch: int, lr: float, factor: float | None,
+                  first_loss: float | None, warn: bool, stacklevel: int = 3) -> None:
+    """Record in ``history`` that the run diverged at ``step`` (and why), and warn unless ``warn`` is false."""
+    history.diverged_at = step
+    history.stopped_because = (
+        f"the mini-batch loss reached {loss:.4g} at step {step} (epoch {epoch}) with lr={lr:g}"
+        + (f", over {factor:g} times the first loss {first_loss:.4g}" if math.isfinite(loss) else ""))
+    if warn:
+        warnings.warn(f"training diverged: {history.stopped_because}; try a smaller learning rate", RuntimeWarning,
+                      stacklevel=stacklevel)
+

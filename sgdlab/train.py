@@ -41,7 +41,6 @@ import json
 import math
 import os
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -52,7 +51,7 @@ from tqdm.auto import tqdm
 from .checks import check_seed
 from .data import Dataset, epoch_batches, steps_per_epoch
 from .files import load_tensors, write_atomic
-from .callbacks import Callback, History, Step, StopTraining
+from .callbacks import Callback, History, Step, StopTraining, has_diverged, mark_diverged
 from .params import clone_params, evaluation, loss_and_accuracy, model_params
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
@@ -250,48 +249,30 @@ def train(
                          f"got on_divergence={on_divergence!r}")
     batch_size = check_train_arguments(model, dataset, lr=lr, batch_size=batch_size, epochs=epochs, steps=steps,
                                        weight_decay=weight_decay, seed=seed, diverge_factor=diverge_factor)
-    if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
-                                         or checkpoint_every < 1):
-        raise ValueError(f"checkpoint_every must be a positive number of steps or None, got "
-                         f"checkpoint_every={checkpoint_every!r}")
-    if checkpoint_minutes is not None and not (isinstance(checkpoint_minutes, (int, float)) and checkpoint_minutes > 0):
-        raise ValueError(f"checkpoint_minutes must be a positive number or None, got "
-                         f"checkpoint_minutes={checkpoint_minutes!r}")
-    if checkpoint is None and (checkpoint_every is not None or checkpoint_minutes is not None):
-        raise ValueError("checkpoint_every and checkpoint_minutes need a checkpoint path: pass checkpoint=PATH")
     per_epoch = steps_per_epoch(dataset.n_train, batch_size)
     total_steps = steps if steps is not None else epochs * per_epoch
     opt = make_optimizer(optimizer, model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     scheduler = make_schedule(schedule, opt, total_steps=total_steps, steps_per_epoch=per_epoch)
     generator = torch.Generator(device=dataset.device).manual_seed(seed)
+    state = {"model": model, "optimizer": opt, "scheduler": scheduler, "generator": generator}
+    checkpointer = _Checkpointer(checkpoint, state, every=checkpoint_every, minutes=checkpoint_minutes)
     config = dict(dataset=dataset.name, lr=lr, batch_size=batch_size, epochs=epochs, steps=steps, optimizer=optimizer,
-                  momentum=momentum, weight_decay=weight_decay, schedule=schedule if not callable(schedule) else repr(schedule),
-                  seed=seed, model=type(model).__name__)
+                  momentum=momentum, weight_decay=weight_decay,
+                  schedule=schedule if not callable(schedule) else repr(schedule), seed=seed,
+                  model=type(model).__name__)
     history = History(config=config, steps_per_epoch=per_epoch)
     wants_before = any(c.wants_params_before for c in callbacks)
     bar = tqdm(total=total_steps, desc="training", unit="step", leave=False,
                disable=not progress or total_steps < PROGRESS_MIN_STEPS)
     started = time.perf_counter()
 
-    def evaluate_now(epochs_done: float) -> None:
-        params = model_params(model)
-        train_loss, train_acc = loss_and_accuracy(model, params, dataset.x_train, dataset.y_train)
-        test_loss, test_acc = loss_and_accuracy(model, params, dataset.x_test, dataset.y_test)
-        history.epoch.append(epochs_done)
-        history.train_loss.append(train_loss)
-        history.train_accuracy.append(train_acc)
-        history.test_loss.append(test_loss)
-        history.test_accuracy.append(test_acc)
-
     for callback in callbacks:
         callback.on_train_begin(model, dataset)
     step_index, order = 0, None
-    state = {"model": model, "optimizer": opt, "scheduler": scheduler, "generator": generator}
-    if checkpoint is not None and Path(checkpoint).exists():
-        history, step_index, order = _resume(checkpoint, state, history, callbacks)
+    if checkpointer.path is not None and checkpointer.path.exists():
+        history, step_index, order = _resume(checkpointer.path, state, history, callbacks)
         bar.update(step_index)
     shuffle = batch_size < dataset.n_train
-    last_saved = time.perf_counter()
     model.train()
     try:
         while step_index < total_steps:
@@ -299,23 +280,17 @@ def train(
             first_batch = step_index % per_epoch  # > 0 only when resuming inside an epoch
             if first_batch == 0:
                 order = torch.randperm(dataset.n_train, generator=generator, device=dataset.device) if shuffle else None
-            for x, y in epoch_batches(dataset, batch_size, generator, shuffle=shuffle, order=order, first_batch=first_batch):
+            for x, y in epoch_batches(dataset, batch_size, generator, shuffle=shuffle, order=order,
+                                      first_batch=first_batch):
                 before = clone_params(model_params(model)) if wants_before else None
                 current_lr = opt.param_groups[0]["lr"]
                 opt.zero_grad()
                 loss = F.cross_entropy(model(x), y)
                 loss_value = loss.item()
-                limit = diverge_factor * history.step_loss[0] if diverge_factor and history.step_loss else math.inf
-                if not math.isfinite(loss_value) or loss_value > limit:
-                    history.diverged_at = step_index
-                    history.stopped_because = (
-                        f"the mini-batch loss reached {loss_value:.4g} at step {step_index} (epoch {epoch}) with "
-                        f"lr={current_lr:g}"
-                        + (f", over {diverge_factor:g} times the first loss {history.step_loss[0]:.4g}" if math.isfinite(loss_value) else "")
-                    )
-                    if on_divergence == "warn":
-                        warnings.warn(f"training diverged: {history.stopped_because}; try a smaller learning rate",
-                                      RuntimeWarning, stacklevel=2)
+                first_loss = history.step_loss[0] if history.step_loss else None
+                if has_diverged(loss_value, first_loss, diverge_factor):
+                    mark_diverged(history, loss=loss_value, step=step_index, epoch=epoch, lr=current_lr,
+                                  factor=diverge_factor, first_loss=first_loss, warn=on_divergence == "warn")
                     raise StopTraining(history.stopped_because)
                 loss.backward()
                 opt.step()
@@ -330,32 +305,70 @@ def train(
                     callback.on_step(step)
                 if step_index == total_steps:
                     break
-                if checkpoint is not None and step_index % per_epoch and (
-                        (checkpoint_every and step_index % checkpoint_every == 0)
-                        or (checkpoint_minutes and time.perf_counter() - last_saved >= 60 * checkpoint_minutes)):
-                    _save_checkpoint(checkpoint, state, history, step_index, callbacks, order)
-                    last_saved = time.perf_counter()
+                if step_index % per_epoch:  # inside an epoch; its end is saved below
+                    checkpointer.within_epoch(history, step_index, callbacks, order)
             if step_index % per_epoch == 0:  # the epoch ran to its end
                 if evaluate:
-                    evaluate_now(float(epoch + 1))
+                    _record_evaluation(history, model, dataset, float(epoch + 1))
                 for callback in callbacks:
                     callback.on_epoch_end(epoch, history)
-                if checkpoint is not None:
-                    _save_checkpoint(checkpoint, state, history, step_index, callbacks)
-                    last_saved = time.perf_counter()
+                checkpointer.save(history, step_index, callbacks)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{history.step_loss[-1]:.3g}")
         if evaluate and step_index % per_epoch:  # stopped mid-epoch: evaluate where it ended
-            evaluate_now(step_index / per_epoch)
+            _record_evaluation(history, model, dataset, step_index / per_epoch)
     except StopTraining as reason:
         history.stopped_because = history.stopped_because or str(reason)
         if evaluate and not history.diverged and (not history.epoch or history.epoch[-1] != step_index / per_epoch):
-            evaluate_now(step_index / per_epoch)
+            _record_evaluation(history, model, dataset, step_index / per_epoch)
     finally:
         bar.close()
         history.seconds += time.perf_counter() - started  # a resumed run adds to the saved time
     for callback in callbacks:
         callback.on_train_end(history)
     return history
+
+
+def _record_evaluation(history: History, model: torch.nn.Module, dataset: Dataset, epochs_done: float) -> None:
+    """Append the full training- and test-set loss and accuracy (no augmentation, BatchNorm in eval
+    mode) after ``epochs_done`` epochs to ``history``."""
+    params = model_params(model)
+    train_loss, train_acc = loss_and_accuracy(model, params, dataset.x_train, dataset.y_train)
+    test_loss, test_acc = loss_and_accuracy(model, params, dataset.x_test, dataset.y_test)
+    history.epoch.append(epochs_done)
+    history.train_loss.append(train_loss)
+    history.train_accuracy.append(train_acc)
+    history.test_loss.append(test_loss)
+    history.test_accuracy.append(test_acc)
+
+
+class _Checkpointer:
+    """Writes a run's checkpoint (see the module docstring) to ``path``: after every epoch, and inside
+    an epoch every ``every`` steps and every ``minutes`` minutes of training when those are given.
+    With ``path=None`` it writes nothing (and ``every``, ``minutes`` must be None)."""
+
+    def __init__(self, path, state: dict, *, every: int | None, minutes: float | None):
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise ValueError(f"checkpoint_every must be a positive number of steps or None, got checkpoint_every={every!r}")
+        if minutes is not None and not (isinstance(minutes, (int, float)) and not isinstance(minutes, bool)
+                                        and minutes > 0):
+            raise ValueError(f"checkpoint_minutes must be a positive number or None, got checkpoint_minutes={minutes!r}")
+        if path is None and (every is not None or minutes is not None):
+            raise ValueError("checkpoint_every and checkpoint_minutes need a checkpoint path: pass checkpoint=PATH")
+        self.path = None if path is None else Path(path)
+        self.state, self.every, self.minutes = state, every, minutes
+        self.last_saved = time.perf_counter()
+
+    def save(self, history: History, step_index: int, callbacks, order=None) -> None:
+        if self.path is not None:
+            _save_checkpoint(self.path, self.state, history, step_index, callbacks, order)
+            self.last_saved = time.perf_counter()
+
+    def within_epoch(self, history: History, step_index: int, callbacks, order) -> None:
+        """Save inside an epoch (with the epoch's data order) when ``every`` steps or ``minutes`` have passed."""
+        due = ((self.every and step_index % self.every == 0)
+               or (self.minutes and time.perf_counter() - self.last_saved >= 60 * self.minutes))
+        if due:
+            self.save(history, step_index, callbacks, order)
 
 
 def save_atomic(obj, path) -> None:
