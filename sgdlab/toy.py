@@ -22,6 +22,11 @@ with Gaussian noise as our choice of noise distribution). :func:`smoothed` compu
 Paths are tensors of shape ``(steps // every + 1, starts, dim)``: row 0 holds the starts,
 and all starts (or seeds, or settings) move at once, as one batch; 200 seeds of 1,000 steps
 take a fraction of a second on a CPU.
+
+The module is long because the toy losses (each a small class with its closed-form gradient
+and Laplacian), the runs on them and the measures of where runs end (time near a minimum,
+rates tuned per method, minima counted on a grid) are one concept: experiments on a loss
+whose answer is known, for the three chapters that use them.
 """
 
 from __future__ import annotations
