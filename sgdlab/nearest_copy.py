@@ -12,7 +12,10 @@ lands far away, the nearest copy may be much closer. This module finds it:
   excluded; lets every layer move.
 * :func:`firing_rates` / :func:`dead_units`: a swap of two dead units is trivial, the
   straight line to it keeps the function; :func:`swap_midpoint_losses` measures how far
-  the line to any swap moves the loss (nats).
+  the line to any swap moves the loss (nats); :func:`nearest_swap_rises` does so for the
+  nearest swaps of a :func:`swap_table`.
+* :func:`distance_scale`: all of these at once, set beside the distance between two
+  snapshots ``w_N``, ``w_M`` of one run and the distance to another run.
 
 Units: every distance is Euclidean over every floating-point entry of ``params``,
 BatchNorm running statistics included when the dict holds them, as
@@ -39,7 +42,10 @@ from .permutation import (
     MatchingProblem,
     apply_permutation,
     check_params,
+    identity_permutation,
     permutation_spec,
+    random_permutation,
+    weight_matching,
 )
 
 
@@ -314,3 +320,99 @@ def swap_midpoint_losses(model: nn.Module, params: Params, x: torch.Tensor, y: t
                 mid[key] = params[key].index_copy(axis, both, rows.mean(axis, keepdim=True).expand_as(rows))
         losses[k] = full_loss(model, mid, x, y, bn=bn)
     return losses
+
+
+def nearest_swap_rises(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
+                       swaps: dict[str, np.ndarray], *, count: int | None = None,
+                       bn: str = "eval") -> tuple[np.ndarray, np.ndarray]:
+    """How much the loss rises halfway to the ``count`` nearest swaps of a :func:`swap_table`
+    (all of them when ``None``): ``(order, rise)``.
+
+    ``order``: row indices of ``swaps``, nearest first (a stable sort of ``distance``, so
+    equal distances keep the table's order); ``rise``: float64, for each of them
+    :func:`swap_midpoint_losses` minus the loss at ``params`` (mean cross-entropy over
+    ``(x, y)``, nats; ``bn`` as in :func:`sgdlab.params.full_loss`).
+    """
+    order = np.argsort(swaps["distance"], kind="stable")[:count]
+    halfway = swap_midpoint_losses(model, params, x, y, zip(swaps["name"][order], swaps["i"][order],
+                                                             swaps["j"][order]), bn=bn)
+    return order, halfway - full_loss(model, params, x, y, bn=bn)
+
+
+@dataclasses.dataclass(frozen=True)
+class DistanceScale:
+    """The distances that say whether ``d(w_N, w_M)`` between two snapshots of one run is far.
+
+    Every distance is Euclidean over every floating-point entry (:func:`sgdlab.params.distance`,
+    parameter units). ``scale`` holds, by label, ``d(w_N, w_M)`` before and after weight
+    matching ``w_M`` to ``w_N``, the nearest swap of two live (and, when there are two, of two
+    dead) units of ``w_N``, the nearest permuted copy, the distances to ``random`` permuted
+    copies (a list), and the distance from ``w_M`` to another run before and after weight
+    matching it to ``w_M``.
+    """
+
+    d_NM: float                             # d(w_N, w_M)
+    found_identity: bool                    # weight matching w_M to w_N returns the identity
+    dead: dict[str, torch.Tensor]           # dead_units of w_N on x
+    swaps: dict[str, np.ndarray]            # swap_table of w_N, with each swap's kind
+    from_M: np.ndarray                      # the same swapped copies' distances from w_M
+    nearest: dict[str, Transposition | None]  # "any", "live", "dead": nearest_transposition
+    copy_perm: Permutation                  # nearest_permuted_copy of w_N
+    copy_distance: float
+    random_copies: list[float]              # d(w_N, P w_N) for random permutations P
+    aligned_other: Params                   # the other run, weight-matched to w_M
+    scale: dict[str, float | list[float]]
+
+    @property
+    def units(self) -> int:
+        """Hidden units of the network (every permutation's size, summed)."""
+        return sum(len(mask) for mask in self.dead.values())
+
+    @property
+    def dead_share(self) -> float:
+        """The share of :attr:`units` that are dead."""
+        return sum(int(mask.sum()) for mask in self.dead.values()) / self.units
+
+    @property
+    def live_swaps(self) -> np.ndarray:
+        """Bool per row of :attr:`swaps`: a swap of two live units."""
+        return self.swaps["kind"] == "live"
+
+    @property
+    def closer(self) -> float:
+        """The share of swaps of two live units whose copy lies nearer to ``w_N`` than ``w_M``."""
+        return float(np.mean(self.swaps["distance"][self.live_swaps] < self.d_NM))
+
+
+def distance_scale(model: nn.Module, w_N: Params, w_M: Params, w_other: Params, x: torch.Tensor, *,
+                   random: int = 20) -> DistanceScale:
+    """:class:`DistanceScale` of ``w_N`` and ``w_M`` (two snapshots of one run of ``model``),
+    ``w_other`` (another run) and ``random`` random permutations (seeds ``0 .. random - 1`` of
+    :func:`~sgdlab.permutation.random_permutation`); dead units measured on ``x``."""
+    spec = permutation_spec(model)
+    d_NM = distance(w_N, w_M)
+    matched = weight_matching(spec, w_N, w_M)
+    identity = identity_permutation(spec)
+    dead = dead_units(model, w_N, x)
+    live = {p: ~mask for p, mask in dead.items()}
+    nearest = {kind: nearest_transposition(spec, w_N, among=among)
+               for kind, among in (("any", None), ("live", live), ("dead", dead))}
+    copy_perm, copy_distance = nearest_permuted_copy(spec, w_N)
+    random_copies = [distance(w_N, apply_permutation(spec, random_permutation(spec, seed), w_N))
+                     for seed in range(random)]
+    aligned_other = apply_permutation(spec, weight_matching(spec, w_M, w_other), w_other)
+    scale = {
+        "d(w_N, w_M)": d_NM,
+        "d(w_N, w_M) after weight matching": distance(w_N, apply_permutation(spec, matched, w_M)),
+        "nearest swap of two live units": nearest["live"].distance,
+        **({"nearest swap of two dead units": nearest["dead"].distance} if nearest["dead"] is not None else {}),
+        "nearest copy, weight matching without identity": copy_distance,
+        f"{random} random permutations of w_N": random_copies,
+        "d(w_M, another run)": distance(w_M, w_other),
+        "d(w_M, another run) after weight matching": distance(w_M, aligned_other),
+    }
+    return DistanceScale(
+        d_NM=d_NM, found_identity=all(torch.equal(matched[p], identity[p]) for p in spec.sizes), dead=dead,
+        swaps=swap_table(spec, w_N, dead=dead), from_M=swap_table(spec, w_N, to=w_M)["distance"], nearest=nearest,
+        copy_perm=copy_perm, copy_distance=copy_distance, random_copies=random_copies, aligned_other=aligned_other,
+        scale=scale)

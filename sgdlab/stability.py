@@ -263,6 +263,24 @@ def drift_ratio(values, at: int, window: int) -> float:
     return float(before / after)
 
 
+def drift_fall_at_drop(values, lr, window: int) -> float | None:
+    """:func:`drift_ratio` of ``values`` at the first :func:`rate_drops` step of ``lr``, or ``None``
+    when the rate never drops or the drop has fewer than ``window`` steps on either side.
+
+    ``values`` and ``lr`` hold one number per step (e.g. ``StabilityResult.mean_activation_drift()``
+    and ``History.step_lr``); ``window`` in steps.
+
+    >>> drift_fall_at_drop([4.0, 4.0, 1.0, 1.0], [1.0, 1.0, 0.1, 0.1], 2)
+    4.0
+    >>> drift_fall_at_drop([4.0, 4.0, 1.0, 1.0], [1.0, 1.0, 1.0, 0.1], 2) is None
+    True
+    """
+    drops = rate_drops(lr)
+    if not len(drops) or not window <= drops[0] <= len(values) - window:
+        return None
+    return drift_ratio(values, int(drops[0]), window)
+
+
 def dead_unit_fraction(model: torch.nn.Module, x: torch.Tensor, *, chunk_size: int = 4096) -> dict[str, float]:
     """The fraction of each ReLU layer's units that are dead on the inputs ``x``, by module name.
 

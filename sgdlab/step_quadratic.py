@@ -11,7 +11,9 @@ full-batch gradient descent ``r = lr g.H.g / g.g``, the learning rate times the 
 :class:`StepQuadraticRecorder` measures ``g.d`` and ``d.H.d`` with exact Hessian-vector
 products (:class:`sgdlab.hessian.LossOnSet`) for the same updates a
 :class:`sgdlab.walk.WalkRecorder` records, so the model's prediction can be set beside the
-measured segment (:func:`walk_with_quadratic`, :func:`valley_share_by_ratio`).
+measured segment (:func:`walk_with_quadratic`, :func:`valley_share_by_ratio`);
+:func:`gd_and_sgd_walks` records both for full-batch descent and SGD, and
+:func:`valley_prediction` scores the model's predictions over such runs.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from torch import nn
 
 from .callbacks import Callback
 from .hessian import LossOnSet
-from .walk import check_eval_examples, record_walk
+from .models import make_model
+from .walk import WalkResult, check_eval_examples, record_walk, valley_inside
 
 
 @dataclasses.dataclass
@@ -157,3 +160,75 @@ def valley_share_by_ratio(quadratics, inside, edges: Sequence[float]) -> list[di
                          share=float(inside[chosen].mean()) if chosen.any() else float("nan"),
                          median=float(np.median(ratio[chosen])) if chosen.any() else float("nan")))
     return rows
+
+
+def gd_and_sgd_walks(arch: str, dataset, *, lrs: Sequence[float], steps: int, batch_size: int, bn: str = "batch",
+                     seed: int = 0) -> dict[tuple[str, float], tuple[WalkResult, StepQuadratic]]:
+    """The walk and the quadratic model (:func:`walk_with_quadratic`) of full-batch gradient descent
+    and of SGD, each from a fresh network ``arch`` (seed ``seed``) at every learning rate of ``lrs``.
+
+    ``("GD", lr)``: the first ``steps`` steps of full-batch descent (epochs 1 to ``steps``, one
+    step each); ``("SGD", lr)``: the first ``steps`` steps of epoch 2 with mini-batches of
+    ``batch_size``. Data order seed ``seed``; ``bn`` as in :class:`sgdlab.walk.WalkRecorder`.
+    Returns ``(kind, lr) -> (walk_result, step_quadratic)``, GD before SGD for each ``lr``.
+    """
+    runs = {}
+    for lr in lrs:
+        for kind, batch, epochs, count in (("GD", "full", range(1, steps + 1), None), ("SGD", batch_size, (2,), steps)):
+            _, walk, quadratic = walk_with_quadratic(make_model(arch, dataset, seed=seed), dataset, epochs=epochs,
+                                                     steps=count, lr=lr, batch_size=batch, seed=seed, bn=bn)
+            runs[kind, lr] = walk, quadratic
+    return runs
+
+
+@dataclasses.dataclass(frozen=True)
+class ValleyPrediction:
+    """The quadratic model's predictions against the measured segments, over several runs.
+
+    ``per_step``: for each run's key, a dict of arrays with one entry per step, in order:
+    ``inside`` (the measured segment has its lowest point strictly inside,
+    :func:`sgdlab.walk.valley_inside`), ``predicted`` (:meth:`StepQuadratic.predicts_valley`),
+    ``lowest`` (the measured lowest point's alpha, in units of the step), and ``quadratic``
+    (the run's :class:`StepQuadratic`). ``by_kind``: :func:`valley_share_by_ratio` over the
+    bins the function was given, pooling the runs whose key starts with each kind (``"GD"``,
+    ``"SGD"``); ``pooled``: the same over every run in two bins, ``r < 1`` and ``r >= 1``.
+    """
+
+    per_step: dict
+    by_kind: dict[str, list[dict]]
+    pooled: list[dict]
+
+    @property
+    def steps(self) -> int:
+        """Steps over every run."""
+        return sum(len(s["inside"]) for s in self.per_step.values())
+
+    @property
+    def agreement(self) -> float:
+        """The share of steps where the prediction says right whether the segment has a valley inside."""
+        return float(np.mean(np.concatenate([s["inside"] == s["predicted"] for s in self.per_step.values()])))
+
+    @property
+    def downward(self) -> int:
+        """Steps that start downhill along which the loss curves down (``ratio <= 0``)."""
+        return sum(int(((s["quadratic"].curvature <= 0) & (s["quadratic"].descent > 0)).sum())
+                   for s in self.per_step.values())
+
+
+def valley_prediction(runs: dict, edges: Sequence[float]) -> ValleyPrediction:
+    """:class:`ValleyPrediction` of ``runs`` (key -> ``(walk_result, step_quadratic)`` over the same
+    steps, as :func:`gd_and_sgd_walks` returns; the key's first item is the kind), its
+    ``by_kind`` shares binned by ratio at ``edges``."""
+    per_step = {}
+    for key, (walk, quadratic) in runs.items():
+        curves = walk.segments(None)[1]
+        per_step[key] = dict(inside=valley_inside(curves), predicted=quadratic.predicts_valley(), quadratic=quadratic,
+                             lowest=walk.alphas[curves.argmin(1)])
+    kinds = dict.fromkeys(key[0] for key in per_step)
+    by_kind = {kind: _shares([s for key, s in per_step.items() if key[0] == kind], edges) for kind in kinds}
+    return ValleyPrediction(per_step, by_kind, _shares(list(per_step.values()), (-np.inf, 1.0, np.inf)))
+
+
+def _shares(chosen: list[dict], edges: Sequence[float]) -> list[dict]:
+    """:func:`valley_share_by_ratio` of the steps of ``chosen`` (entries of :attr:`ValleyPrediction.per_step`)."""
+    return valley_share_by_ratio([s["quadratic"] for s in chosen], [s["inside"] for s in chosen], edges)

@@ -118,11 +118,21 @@ class WalkResult:
             )
 
 
+def valley_inside(curves: np.ndarray) -> np.ndarray:
+    """Bool per segment of ``curves`` (shape ``(n_segments, len(alphas))``, as in
+    :class:`WalkResult`): its lowest point lies strictly inside, below both ends.
+
+    >>> valley_inside(np.array([[1.0, 0.5, 2.0], [1.0, 1.0, 2.0], [2.0, 1.5, 1.0]]))
+    array([ True, False, False])
+    """
+    return curves[:, 1:-1].min(axis=1) < np.minimum(curves[:, 0], curves[:, -1])
+
+
 def _census_row(steps: np.ndarray, curves: np.ndarray, tol: float, **extra) -> dict:
     """The census of segments ``curves`` of updates ``steps`` (see :meth:`WalkResult.census`)."""
     excess = excess_over_ends(curves)
     ends = np.maximum(curves[:, 0], curves[:, -1])
-    inside = curves[:, 1:-1].min(axis=1) < np.minimum(curves[:, 0], curves[:, -1])
+    inside = valley_inside(curves)
     floor = curves.min(axis=1)
     both = inside[1:] & inside[:-1] & (np.diff(steps) == 1)
     change = np.diff(floor)

@@ -5,7 +5,8 @@ import torch
 import sgdlab
 from crash import CrashAt
 from sgdlab.landscape import DEFAULT_ALPHAS, barrier_height, crosses_barrier, has_interior_minimum, interpolate, lmc_barrier
-from sgdlab.walk import WalkRecorder, WalkResult
+from sgdlab.step_quadratic import StepQuadratic, gd_and_sgd_walks, valley_prediction, walk_with_quadratic
+from sgdlab.walk import WalkRecorder, WalkResult, valley_inside
 
 
 def naive_curve(model, a, b, x, y, alphas=DEFAULT_ALPHAS, bn="eval", chunk_size=500):
@@ -246,3 +247,37 @@ def test_step_quadratic_matches_derivatives_along_the_line_by_autograd(digits, b
     inside = quad.predicts_valley(0.05, 0.95)
     lowest = walk.alphas[curves.argmin(axis=1)]
     assert np.all(np.abs(lowest[inside] - quad.alpha_star[inside]) <= 0.1)
+
+
+def test_valley_inside_is_a_lowest_point_strictly_inside_the_segment():
+    curves = np.array([[1.0, 0.5, 2.0], [1.0, 1.0, 2.0], [2.0, 1.5, 1.0]])
+    naive = [min(c[1:-1]) < min(c[0], c[-1]) for c in curves]  # the definition, one segment at a time
+    assert valley_inside(curves).tolist() == naive == [True, False, False]
+
+
+def test_valley_prediction_scores_planted_steps_as_a_hand_count_does():
+    alphas = np.array([0, 0.5, 1.0])
+    # GD: three steps, valleys inside at the first two; SGD: two steps, a valley at the second
+    gd_curves = np.array([[1.0, 0.5, 2.0], [1.0, 0.8, 0.9], [1.0, 0.9, 0.5]])
+    sgd_curves = np.array([[1.0, 0.9, 0.5], [0.5, 0.1, 0.4]])
+    walks = {kind: WalkResult(alphas, [1], [np.arange(len(c))], [c], [np.zeros(len(c))])
+             for kind, c in (("GD", gd_curves), ("SGD", sgd_curves))}
+    # ratio = curvature / descent: 2 (valley predicted), 0.5 (none: wrong), 0.3 (none); SGD: -1 (downward), 3
+    quadratics = {"GD": StepQuadratic(np.arange(3), np.ones(3), np.ones(3), np.array([2.0, 0.5, 0.3])),
+                  "SGD": StepQuadratic(np.arange(2), np.ones(2), np.ones(2), np.array([-1.0, 3.0]))}
+    found = valley_prediction({(kind, 0.1): (walks[kind], quadratics[kind]) for kind in ("GD", "SGD")}, (0, 1, 10))
+    assert found.steps == 5 and found.agreement == pytest.approx(4 / 5) and found.downward == 1
+    assert found.per_step["GD", 0.1]["inside"].tolist() == [True, True, False]
+    assert found.per_step["SGD", 0.1]["lowest"].tolist() == [1.0, 0.5]
+    assert [(r["steps"], r["share"]) for r in found.by_kind["GD"]] == [(2, 0.5), (1, 1.0)]
+    assert [(r["steps"], r["share"]) for r in found.pooled] == [(3, 1 / 3), (2, 1.0)]  # r = -1 falls below 1
+
+
+def test_gd_and_sgd_walks_are_the_runs_walk_with_quadratic_records(digits):
+    runs = gd_and_sgd_walks("mlp", digits, lrs=(0.3,), steps=2, batch_size=20, seed=1)
+    assert list(runs) == [("GD", 0.3), ("SGD", 0.3)]
+    for kind, batch, epochs, count in (("GD", "full", (1, 2), None), ("SGD", 20, (2,), 2)):
+        _, walk, quadratic = walk_with_quadratic(sgdlab.make_model("mlp", digits, seed=1), digits, epochs=epochs,
+                                                 steps=count, lr=0.3, batch_size=batch, seed=1)
+        assert np.array_equal(runs[kind, 0.3][0].segments(None)[1], walk.segments(None)[1])
+        assert np.array_equal(runs[kind, 0.3][1].ratio, quadratic.ratio) and len(quadratic.steps) == 2

@@ -10,8 +10,8 @@ from torch.func import functional_call
 
 import sgdlab
 from sgdlab.nearest_copy import (
-    _best_non_identity, dead_units, firing_rates, nearest_permuted_copy, nearest_transposition, swap_midpoint_losses,
-    swap_table, transposition_distances,
+    _best_non_identity, dead_units, distance_scale, firing_rates, nearest_permuted_copy, nearest_swap_rises,
+    nearest_transposition, swap_midpoint_losses, swap_table, transposition_distances,
 )
 from sgdlab.permutation import apply_permutation, identity_permutation, permutation_spec
 
@@ -153,6 +153,43 @@ def test_swap_table_lists_every_swap_once_with_its_distance_and_kind():
         assert d == transposition_distances(spec, params, name, to=other)[i, j].item()
         assert kind == ("dead" if name == "fc1" and (i, j) == (0, 2) else "mixed" if name == "fc1" and dead["fc1"][[i, j]].any()
                         else "live")
+
+
+def test_nearest_swap_rises_are_the_midpoint_losses_of_the_nearest_swaps_minus_the_loss_at_the_network():
+    model, spec, params = small_mlp((4, 5), 0)
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(30, 3, generator=g), torch.randint(0, 2, (30,), generator=g)
+    table = swap_table(spec, params)
+    order, rise = nearest_swap_rises(model, params, x, y, table, count=4)
+    by_distance = sorted(range(len(table["distance"])), key=lambda k: table["distance"][k])[:4]  # the naive sort
+    assert list(order) == by_distance
+    for k, r in zip(order, rise):
+        halfway = swap_midpoint_losses(model, params, x, y, [(table["name"][k], table["i"][k], table["j"][k])])[0]
+        assert r == pytest.approx(halfway - sgdlab.full_loss(model, params, x, y), abs=1e-12)
+    assert len(nearest_swap_rises(model, params, x, y, table)[0]) == len(table["distance"])
+
+
+def test_distance_scale_sees_a_planted_hop_dead_units_and_an_aligned_other_run():
+    model, spec, w_N = small_mlp((4, 5), 0)
+    w_N["fc1.bias"][3] = -100.0  # unit 3 of fc1 never fires
+    x = torch.randn(50, 3, generator=torch.Generator().manual_seed(4))
+    hop = {**identity_permutation(spec), "fc2": torch.tensor([1, 0, 2, 3, 4])}
+    w_M = apply_permutation(spec, hop, w_N)  # the same function, two units swapped
+    w_other = apply_permutation(spec, sgdlab.random_permutation(spec, 7), w_M)
+    found = distance_scale(model, w_N, w_M, w_other, x, random=3)
+    assert found.d_NM == pytest.approx(transposition_distances(spec, w_N, "fc2")[0, 1].item(), rel=1e-9)
+    assert not found.found_identity and found.scale["d(w_N, w_M) after weight matching"] == pytest.approx(0, abs=1e-6)
+    assert found.scale["d(w_M, another run) after weight matching"] == pytest.approx(0, abs=1e-6)
+    dead = dead_units(model, w_N, x)
+    assert dead["fc1"][3] and found.units == 9
+    assert found.dead_share == pytest.approx(sum(int(mask.sum()) for mask in dead.values()) / 9)
+    assert ("nearest swap of two dead units" in found.scale) == (found.nearest["dead"] is not None)
+    naive = [sgdlab.distance(w_N, apply_permutation(spec, {**identity_permutation(spec), name: torch.tensor(
+        [j if u == i else i if u == j else u for u in range(spec.sizes[name])])}, w_N))
+        for name, i, j, kind in zip(*(found.swaps[k] for k in ("name", "i", "j", "kind"))) if kind == "live"]
+    assert found.scale["nearest swap of two live units"] == pytest.approx(min(naive), rel=1e-9)
+    assert found.closer == pytest.approx(np.mean(np.array(naive) < found.d_NM))
+    assert len(found.scale["3 random permutations of w_N"]) == 3 and min(found.from_M) == pytest.approx(0, abs=1e-6)
 
 
 def test_bad_arguments_of_the_nearest_copy_tools_are_refused_by_name():

@@ -18,7 +18,10 @@ import sgdlab
 from crash import CrashAt
 from sgdlab.recorders import GradientCosineRecorder
 from sgdlab.params import clone_params, model_params
-from sgdlab.stability import StabilityRecorder, StabilityResult, dead_unit_fraction, drift_ratio, rate_drops
+from sgdlab.experiments.stability import Config, record_network, record_run
+from sgdlab.stability import (
+    StabilityRecorder, StabilityResult, dead_unit_fraction, drift_fall_at_drop, drift_ratio, rate_drops,
+)
 from sgdlab.callbacks import Callback
 
 
@@ -244,3 +247,23 @@ def test_the_gpu_preset_network_resnet18_with_batchnorm_records_every_layer_thro
     drift = result.mean_activation_drift()
     assert drift.shape == (8,) and np.isfinite(drift).all() and (drift > 0).all()
     assert len(result.layers) >= 20   # every convolution, norm and the classifier of the residual network
+
+
+def test_drift_fall_at_drop_is_the_drift_ratio_at_the_first_drop_with_a_full_window():
+    values = np.array([8.0, 8.0, 6.0, 2.0, 1.0, 1.0, 3.0])
+    lr = np.array([1.0, 1.0, 1.0, 0.1, 0.1, 0.1, 0.01])  # drops at steps 3 and 6
+    assert drift_fall_at_drop(values, lr, 2) == pytest.approx(((8 + 6) / 2) / ((2 + 1) / 2))  # by hand
+    assert drift_fall_at_drop(values, lr, 3) == drift_ratio(values, 3, 3)
+    assert drift_fall_at_drop(values, lr, 4) is None       # no full window after the drop
+    assert drift_fall_at_drop(values, np.ones(7), 1) is None  # no drop at all
+
+
+def test_record_network_is_record_run_with_the_chapters_settings(digits):
+    config = Config(epochs=1, batch_size=200, probe=50, mlp_lr=0.2)
+    history, result = record_network(config, "MLP", digits, config.schedule("step", decay_epoch=1), seed=2)
+    by_hand_history, by_hand = record_run("mlp", digits, lr=0.2, schedule={"name": "step", "milestones": [1], "gamma": 0.1},
+                                          epochs=1, batch_size=200, probe=50, bn="batch", seed=2)
+    assert history.train_loss == by_hand_history.train_loss
+    np.testing.assert_array_equal(result.mean_activation_drift(), by_hand.mean_activation_drift())
+    with pytest.raises(ValueError, match="net='RNN' is not allowed"):
+        record_network(config, "RNN", digits, "constant")

@@ -92,6 +92,17 @@ def record_run(arch: str, data: Dataset, *, lr: float, schedule, epochs: int, ba
     return history, result
 
 
+def record_network(config: Config, net: str, data: Dataset, schedule, seed: int = 0) -> tuple[History, StabilityResult]:
+    """:func:`record_run` of network ``net`` (a label of :meth:`Config.networks`: ``"CNN"`` or
+    ``"MLP"``) on ``data`` (its data set, loaded) at its learning rate, with ``config``'s
+    epochs, batch size, probe and BatchNorm mode, and ``schedule`` (e.g. :meth:`Config.schedule`)."""
+    networks = config.networks()
+    check_choice("net", net, tuple(networks))
+    arch, _, lr = networks[net]
+    return record_run(arch, data, lr=lr, schedule=schedule, epochs=config.epochs, batch_size=config.batch_size,
+                      probe=config.probe, bn=config.bn, seed=seed)
+
+
 def _record(arch, data, *, lr, schedule, epochs, batch_size, probe, bn, seed, out, label, progress):
     model = make_model(arch, data, seed=seed)
     recorder = StabilityRecorder(probe, bn=bn)
