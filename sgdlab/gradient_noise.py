@@ -30,6 +30,77 @@ def batch_cosine(per_example: torch.Tensor, rows) -> float:
     return torch.nn.functional.cosine_similarity(G[rows].mean(0), G.mean(0), dim=0).item()
 
 
+def minibatch_gradients(per_example: torch.Tensor, picks: torch.Tensor) -> torch.Tensor:
+    """Mini-batch gradients, shape (draws, P): row ``d`` is the mean of the rows ``picks[d]``
+    (an index tensor of shape (draws, B), B distinct rows each) of ``per_example`` (shape
+    (N, P)), computed as one product with a (draws, N) matrix of weights ``1/B``, in
+    ``per_example``'s dtype and on its device."""
+    draws, B = picks.shape
+    weights = torch.zeros(draws, len(per_example), dtype=per_example.dtype, device=per_example.device)
+    return weights.scatter_(1, picks, 1.0 / B) @ per_example
+
+
+def finite_population_variance(spread, n: int, batch_size):
+    """``E|g_B - g|^2`` for mini-batches of ``batch_size`` distinct examples of ``n``, drawn
+    uniformly without replacement: ``spread * (n - B) / (B * (n - 1))``, where ``spread`` is
+    ``tr(Sigma)``, the mean squared distance of one example's gradient from their mean ``g``
+    (the units of a squared gradient). With replacement it would be ``spread / B``; the factor
+    ``(n - B) / (n - 1)`` is the finite-population correction, 0 at ``B = n``. ``batch_size``
+    may be an array (broadcast).
+
+    >>> finite_population_variance(2.0, 5, 5), finite_population_variance(2.0, 5, 1)
+    (0.0, 2.0)
+    """
+    return spread * (n - batch_size) / (batch_size * (n - 1))
+
+
+@dataclasses.dataclass
+class MinibatchError:
+    """What :func:`minibatch_error` returns, one entry per size in ``batch_sizes``.
+
+    ``variance[i]``: the mean over the draws of ``|g_B - g|^2`` (squared gradient units);
+    ``bias[i]``: ``|mean of the draws' g_B - g| / |g|`` (dimensionless: sampling error only,
+    the estimate being unbiased); ``spread``: ``tr(Sigma)``, the mean of ``|g_i - g|^2`` over
+    the ``examples`` rows; ``full``: ``g`` itself, shape (P,)."""
+
+    batch_sizes: list
+    variance: np.ndarray
+    bias: np.ndarray
+    spread: float
+    full: torch.Tensor
+    draws: int
+    examples: int
+
+
+def minibatch_error(per_example: torch.Tensor, batch_sizes: Sequence[int], draws: int,
+                    generator: torch.Generator) -> MinibatchError:
+    """How far mini-batch gradients fall from the full gradient, by batch size.
+
+    ``per_example``: shape (N, P), one example's gradient per row (float64 for a network: the
+    squared distances are small differences); the full gradient ``g`` is the mean of the rows.
+    For each ``B`` in ``batch_sizes``, ``draws`` mini-batches of ``B`` distinct rows are drawn
+    without replacement, as :func:`sgdlab.train` draws within an epoch: the first ``B`` of a
+    ``torch.randperm(N)`` per draw, from ``generator`` (on ``per_example``'s device), which
+    moves on. Compare ``variance`` with :func:`finite_population_variance`.
+    """
+    n = len(per_example)
+    if any(not 1 <= B <= n for B in batch_sizes):
+        raise ValueError(f"batch_sizes must lie in [1, N={n}], got {list(batch_sizes)}")
+    if draws < 1:
+        raise ValueError(f"draws must be a positive int, got draws={draws!r}")
+    G = per_example
+    full = G.mean(0)
+    variance, bias = [], []
+    for B in batch_sizes:
+        picks = torch.stack([torch.randperm(n, generator=generator, device=G.device)[:B]
+                             for _ in range(draws)])                             # (draws, B)
+        estimates = minibatch_gradients(G, picks)                               # (draws, P): each g_B
+        variance.append(((estimates - full) ** 2).sum(1).mean().item())
+        bias.append(((estimates.mean(0) - full).norm() / full.norm()).item())
+    return MinibatchError(batch_sizes=list(batch_sizes), variance=np.array(variance), bias=np.array(bias),
+                          spread=((G - full) ** 2).sum(1).mean().item(), full=full, draws=draws, examples=n)
+
+
 def minibatch_cosines(per_example: torch.Tensor, batch_sizes: Sequence[int], draws: int, *,
                       seed: int = 0) -> dict[int, torch.Tensor]:
     """Cosines between ``draws`` mini-batch gradients of each size and the full gradient.
@@ -52,8 +123,7 @@ def minibatch_cosines(per_example: torch.Tensor, batch_sizes: Sequence[int], dra
     out = {}
     for B in batch_sizes:
         picks = torch.rand(draws, n, generator=generator, device=G.device).argsort(1)[:, :B]  # (draws, B)
-        weights = torch.zeros(draws, n, dtype=G.dtype, device=G.device).scatter_(1, picks, 1.0 / B)
-        estimates = weights @ G                                                          # (draws, P): each g_B
+        estimates = minibatch_gradients(G, picks)                                       # (draws, P): each g_B
         out[B] = torch.nn.functional.cosine_similarity(estimates, full[None], dim=1).double()
     return out
 

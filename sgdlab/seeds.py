@@ -36,6 +36,8 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import chi2
+from scipy.stats import f as f_distribution
 from torch.func import functional_call, vmap
 
 from .data import Dataset, steps_per_epoch
@@ -43,7 +45,7 @@ from .models import make_model
 from .params import Params
 from .checks import check_seed
 from .callbacks import History
-from .train import check_batch_size, check_dataset, check_lr, check_weight_decay
+from .train import check_batch_size, check_dataset, check_lr, check_weight_decay, train
 
 # examples per evaluation chunk summed over the seeds (4096 // len(seeds) each), as
 # sgdlab.params.loss_and_accuracy's 4096 for one model: the activations of all seeds on one
@@ -277,11 +279,98 @@ def standard_deviation_interval(sigma: float, groups: int, level: float = 0.95) 
     >>> [round(x, 3) for x in standard_deviation_interval(1.0, 4)]
     [0.268, 1.765]
     """
-    from scipy.stats import chi2
-
     if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 2:
         raise ValueError(f"groups must be an int of at least 2, got groups={groups!r}")
     if not 0 < level < 1:
         raise ValueError(f"level must be between 0 and 1, got level={level!r}")
     low, high = chi2.ppf([(1 - level) / 2, (1 + level) / 2], groups - 1)
     return float(sigma * math.sqrt(low / (groups - 1))), float(sigma * math.sqrt(high / (groups - 1)))
+
+
+def group_mean_spread(values, ns, level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Does the mean of ``n`` seeds spread as ``sigma / sqrt(n)``? For each ``n`` in ``ns``:
+
+    * ``spread[i]``: the standard deviation (ddof=1) of :func:`spread_of_group_means`
+      ``(values, n)``, in the units of ``values``;
+    * ``band[i]``: the ``level`` interval (:func:`standard_deviation_interval`) such a
+      measurement falls in if the mean of ``n`` values has standard deviation
+      ``sigma / sqrt(n)``, ``sigma`` the standard deviation (ddof=1) of all ``values``, from
+      ``len(values) // n`` groups; shape (len(ns), 2);
+    * ``inside[i]``: whether ``spread[i]`` lies in ``band[i]`` (bounds included).
+
+    Each ``n`` needs at least two groups: ``n <= len(values) // 2``.
+    """
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    sigma = values.std(ddof=1)
+    spread = np.array([spread_of_group_means(values, int(n)).std(ddof=1) for n in ns])
+    band = np.array([standard_deviation_interval(sigma / np.sqrt(n), len(values) // int(n), level)
+                     for n in ns])
+    inside = (band[:, 0] <= spread) & (spread <= band[:, 1])
+    return spread, band, inside
+
+
+def pooled_sd(a, b) -> float:
+    """The pooled standard deviation of two equally large samples, ``sqrt((var a + var b) / 2)``
+    (each variance with ddof=1), in their units: the seed-to-seed spread of one setting."""
+    return float(np.sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2))
+
+
+def gap_standard_error(a, b) -> float:
+    """The standard error of ``mean(a) - mean(b)`` for independent samples,
+    ``sqrt(var a / len(a) + var b / len(b))`` (ddof=1), in their units.
+
+    >>> gap_standard_error([0.0, 2.0], [1.0, 1.0])
+    1.0
+    """
+    return float(np.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b)))
+
+
+def seeds_needed(gap: float, sd: float) -> int:
+    """Seeds per setting needed to tell apart two settings whose means differ by ``gap``,
+    when one seed's result has standard deviation ``sd`` (the same units as ``gap``).
+
+    A two-sided test at the 5 % level (z = 1.96) with 80 % power (z = 0.84), comparing the
+    means of ``n`` seeds of each setting, needs ``n = 2 (1.96 + 0.84)^2 sd^2 / gap^2``,
+    rounded up (the normal approximation: a few seeds too few when ``n`` is small).
+
+    >>> seeds_needed(1.0, 1.0)
+    16
+    """
+    if not gap > 0:
+        raise ValueError(f"gap must be positive, got gap={gap!r}")
+    return int(np.ceil(2 * (1.96 + 0.84) ** 2 * sd ** 2 / gap ** 2))
+
+
+def variance_ratio(a, b) -> tuple[float, float]:
+    """``var(a) / var(b)`` (ddof=1) and the one-sided F-test p-value of the hypothesis that
+    ``a``'s true variance is no larger than ``b``'s: small p, ``a`` spreads more. Both samples
+    are assumed normal and independent; the ratio has ``(len(a) - 1, len(b) - 1)`` degrees of
+    freedom."""
+    ratio = float(np.var(a, ddof=1) / np.var(b, ddof=1))
+    return ratio, float(f_distribution.sf(ratio, len(a) - 1, len(b) - 1))
+
+
+def train_one_by_one(arch: str, dataset, seeds, **options) -> list[History]:
+    """One :func:`sgdlab.train` run per seed, one after the other, each from
+    ``make_model(arch, dataset, seed=s)`` with ``train(..., seed=s, **options)``: what
+    :func:`train_seeds` reproduces. Returns their histories, in the order of ``seeds``."""
+    return [train(make_model(arch, dataset, seed=s), dataset, seed=s, **options) for s in seeds]
+
+
+def largest_differences(histories_a, histories_b) -> tuple[float, float]:
+    """How far two lists of runs of the same seeds differ, pair by pair: the largest absolute
+    difference of the final training loss (nats), and of the test accuracy at any
+    evaluation (a fraction)."""
+    pairs = list(zip(histories_a, histories_b, strict=True))
+    loss = max(abs(a.train_loss[-1] - b.train_loss[-1]) for a, b in pairs)
+    accuracy = max(abs(x - y) for a, b in pairs for x, y in zip(a.test_accuracy, b.test_accuracy))
+    return loss, accuracy
+
+
+def nudge_up_one_ulp(model: torch.nn.Module) -> torch.nn.Module:
+    """Moves every trainable weight of ``model`` one unit in the last place up (towards +inf),
+    in place, and returns ``model``: what rounding alone does to a run."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.nextafter(p, torch.full_like(p, float("inf"))))
+    return model

@@ -75,11 +75,11 @@ ALLOWED = {
     "sgdlab/toy.py smoothed: torch.arange": TOY, "sgdlab/toy.py sweep_rates: torch.tensor": TOY,
     "book/trajectory.ipynb cell 20 <top>: torch.tensor": "a planted permutation: index tensors on the CPU",
     "book/trajectory.ipynb cell 20 <top>: torch.arange": "the same",
-    "book/sgd_vs_gd.ipynb cell 37 <top>: torch.arange": "row indices of the gradient matrix: CPU indices index a CUDA tensor",
-    "book/sgd_vs_gd.ipynb cell 39 <top>: torch.arange": "the same",
+    "book/sgd_vs_gd.ipynb cell 40 <top>: torch.arange": "row indices of the gradient matrix: CPU indices index a CUDA tensor",
+    "book/sgd_vs_gd.ipynb cell 42 <top>: torch.arange": "the same",
 }
-TOY_CELLS = {"book/nonconvexity.ipynb cell 4", "book/nonconvexity.ipynb cell 13", "book/sgd_vs_gd.ipynb cell 10",
-             "book/sgd_vs_gd.ipynb cell 19", "book/smoothing.ipynb cell 4", "book/smoothing.ipynb cell 7",
+TOY_CELLS = {"book/nonconvexity.ipynb cell 4", "book/nonconvexity.ipynb cell 13", "book/sgd_vs_gd.ipynb cell 11",
+             "book/sgd_vs_gd.ipynb cell 21", "book/smoothing.ipynb cell 4", "book/smoothing.ipynb cell 7",
              "book/smoothing.ipynb cell 13", "book/smoothing.ipynb cell 16",
              "book/smoothing.ipynb cell 28"}
 

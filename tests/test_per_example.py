@@ -1,5 +1,9 @@
 """Per-example gradients (sgdlab.per_example) and mini-batch cosines (sgdlab.gradient_noise)."""
 
+import itertools
+
+import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -59,3 +63,28 @@ def test_cosines_over_training_keep_the_initial_point_and_grow_with_the_batch():
     assert result.cosines.shape == (2, 2, 20) and result.examples == 300
     assert (result.cosines[:, 1].mean(-1) > result.cosines[:, 0].mean(-1)).all()
     assert ((result.cosines >= -1 - 1e-9) & (result.cosines <= 1 + 1e-9)).all()
+
+
+def test_minibatch_error_matches_a_loop_over_the_same_batches():
+    g = torch.randn(12, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = gradient_noise.minibatch_error(g, [3, 12], draws=7, generator=torch.Generator().manual_seed(4))
+    again = torch.Generator().manual_seed(4)                                    # the same draws, one by one
+    full = g.mean(0)
+    for i, B in enumerate([3, 12]):
+        batches = [g[torch.randperm(12, generator=again)[:B]].mean(0) for _ in range(7)]
+        assert out.variance[i] == pytest.approx(sum(((b - full) ** 2).sum().item() for b in batches) / 7)
+        assert out.bias[i] == pytest.approx(((sum(batches) / 7 - full).norm() / full.norm()).item())
+    assert out.variance[1] == pytest.approx(0.0, abs=1e-24) and out.bias[1] == pytest.approx(0.0, abs=1e-12)
+    assert out.spread == pytest.approx(((g - full) ** 2).sum(1).mean().item())
+    with pytest.raises(ValueError, match="batch_sizes must lie in"):
+        gradient_noise.minibatch_error(g, [13], draws=1, generator=torch.Generator())
+
+
+def test_finite_population_variance_is_the_mean_over_every_batch():
+    """The reference: every one of the C(7, B) batches, each once (exact expectation)."""
+    g = torch.randn(7, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    full = g.mean(0)
+    spread = ((g - full) ** 2).sum(1).mean().item()
+    for B in (1, 2, 3, 7):
+        errors = [((g[list(rows)].mean(0) - full) ** 2).sum().item() for rows in itertools.combinations(range(7), B)]
+        assert gradient_noise.finite_population_variance(spread, 7, B) == pytest.approx(np.mean(errors), abs=1e-12)

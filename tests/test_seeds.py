@@ -8,7 +8,11 @@ import torch
 import sgdlab
 import numpy as np
 
-from sgdlab.seeds import spread_of_group_means, standard_deviation_interval, train_seeds
+from scipy.special import betainc
+
+from sgdlab.seeds import (gap_standard_error, group_mean_spread, largest_differences, nudge_up_one_ulp, pooled_sd,
+                          seeds_needed, spread_of_group_means, standard_deviation_interval, train_one_by_one,
+                          train_seeds, variance_ratio)
 
 SEEDS = (0, 3, 7)
 
@@ -118,3 +122,67 @@ def test_spread_of_group_means_of_independent_draws_is_sigma_over_root_n_within_
     assert abs(float(np.median(spreads)) / (sigma / math.sqrt(n)) - 1) < 0.05
     with pytest.raises(ValueError, match="groups must be an int of at least 2"):
         standard_deviation_interval(1.0, 1)
+
+
+def test_group_mean_spread_matches_a_loop_over_disjoint_groups():
+    values = np.random.default_rng(1).normal(3.0, 2.0, 40)
+    spread, band, inside = group_mean_spread(values, [1, 4, 10])
+    sigma = values.std(ddof=1)
+    for i, n in enumerate([1, 4, 10]):
+        means = [values[k:k + n].mean() for k in range(0, 40, n)]
+        assert spread[i] == pytest.approx(np.std(means, ddof=1))
+        assert band[i] == pytest.approx(standard_deviation_interval(sigma / math.sqrt(n), 40 // n))
+        assert inside[i] == (band[i, 0] <= spread[i] <= band[i, 1])
+    assert spread[0] == pytest.approx(sigma)                                   # n = 1: the seeds themselves
+
+
+def test_seeds_needed_gives_eighty_percent_power_in_simulation():
+    """A reference by simulation: with n = seeds_needed(gap, sd) seeds of each of two normal
+    settings, a two-sided z-test at the 5% level tells them apart in about 80% of trials."""
+    rng = np.random.default_rng(0)
+    gap, sd = 0.5, 1.0
+    n = seeds_needed(gap, sd)
+    assert n == 63                                                             # 2 * 2.8^2 / 0.25 = 62.7, up
+    a = rng.normal(0.0, sd, (4000, n)).mean(1)
+    b = rng.normal(gap, sd, (4000, n)).mean(1)
+    power = float((np.abs(b - a) / (sd * math.sqrt(2 / n)) > 1.96).mean())
+    assert abs(power - 0.8) < 0.03
+    with pytest.raises(ValueError, match="gap must be positive"):
+        seeds_needed(0.0, 1.0)
+
+
+def test_pooled_sd_and_gap_standard_error_on_planted_samples():
+    a, b = np.array([1.0, 3.0]), np.array([0.0, 4.0, 8.0])                    # variances 2 and 16
+    assert pooled_sd(a, a + 5) == pytest.approx(math.sqrt(2))
+    assert gap_standard_error(a, b) == pytest.approx(math.sqrt(2 / 2 + 16 / 3))
+
+
+def test_variance_ratio_p_value_is_the_f_tail_computed_from_the_incomplete_beta():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(0, 2.0, 12), rng.normal(0, 1.0, 20)
+    ratio, p = variance_ratio(a, b)
+    assert ratio == pytest.approx(a.var(ddof=1) / b.var(ddof=1))
+    d1, d2 = 11, 19                                                            # P(F > x) = I_{d2/(d2+d1 x)}(d2/2, d1/2)
+    assert p == pytest.approx(betainc(d2 / 2, d1 / 2, d2 / (d2 + d1 * ratio)))
+    assert variance_ratio(a, a)[1] == pytest.approx(0.5)                       # equal spread, equal sizes: the median
+
+
+def test_largest_differences_and_a_one_ulp_nudge():
+    def run(loss, accuracy):
+        return sgdlab.callbacks.History(config={}, steps_per_epoch=1, train_loss=[9.0, loss], test_accuracy=accuracy)
+
+    a = [run(0.5, [0.1, 0.9]), run(0.2, [0.5, 0.5])]
+    b = [run(0.25, [0.1, 0.8]), run(0.2, [0.7, 0.5])]
+    assert largest_differences(a, b) == pytest.approx((0.25, 0.2))
+    model = torch.nn.Linear(3, 2)
+    before = [p.detach().clone() for p in model.parameters()]
+    assert nudge_up_one_ulp(model) is model
+    for old, new in zip(before, model.parameters()):
+        assert np.array_equal(new.detach().numpy(), np.nextafter(old.numpy(), np.inf))
+
+
+def test_one_by_one_runs_are_what_train_seeds_reproduces(digits):
+    alone = train_one_by_one("mlp", digits, [1, 0], lr=0.1, batch_size=200, epochs=1, progress=False)
+    together = train_seeds("mlp", digits, [1, 0], lr=0.1, batch_size=200, epochs=1)
+    for expected, got in zip(alone, together.histories):
+        assert got.step_loss == pytest.approx(expected.step_loss, abs=1e-5)
