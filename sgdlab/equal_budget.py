@@ -17,9 +17,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .callbacks import Callback
 from .models import make_model
-from .params import flatten, loss_and_accuracy, model_params
+from .params import loss_and_accuracy
 from .seeds import train_one_by_one, train_seeds
 
 
@@ -81,27 +80,6 @@ def tune_each(arch: str, dataset, seeds: Sequence[int], lrs: Sequence[float], bu
     mean_loss = {key: np.nan_to_num(v[:, 0].mean(), nan=np.inf) for key, v in final.items()}
     tuned = {label: min(lrs, key=lambda lr: mean_loss[label, lr]) for label in budgets}
     return RateTuning(lrs=tuple(lrs), final=final, mean_loss=mean_loss, tuned=tuned)
-
-
-class FlatSnapshots(Callback):
-    """Keeps the flattened trainable weights (:func:`sgdlab.params.flatten`, in memory) before
-    training and after every ``every`` steps, in ``points``: a list of tensors of shape (P,)."""
-
-    def __init__(self, every: int):
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive int, got every={every!r}")
-        self.every = every
-
-    def flat(self) -> torch.Tensor:
-        return flatten(model_params(self.model, buffers=False)).clone()
-
-    def on_train_begin(self, model, dataset):
-        self.model = model
-        self.points = [self.flat()]
-
-    def on_step(self, step):
-        if (step.index + 1) % self.every == 0:
-            self.points.append(self.flat())
 
 
 @dataclasses.dataclass

@@ -24,9 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jacrev, vmap
 
-from .checks import check_int
-from .hessian import (DEFAULT_MEMORY_BUDGET, LossOnSet, batchnorm_mode, check_data, gibibytes, activation_bytes,
-                      trainable_names)
+from .hessian import (DEFAULT_MEMORY_BUDGET, LossOnSet, activation_bytes, batchnorm_mode, check_data,
+                      check_lanczos_request, gibibytes, trainable_names)
 from .lanczos import lanczos
 from .params import Params, check_fits_model, flatten, unflatten
 
@@ -125,11 +124,11 @@ def gauss_newton_product(loss: LossOnSet, v: Params) -> Params:
     A J v = p * Jv - p <p, Jv> per example, then J^T (A J v) / chunk size by one backward
     pass; chunks are weighted by their size / N. Keeps nothing between products.
     """
-    v = loss._as_tangent(v)
+    v = loss.as_tangent(v)
 
     def part(index: int) -> Params:
         start, stop = loss.chunks[index]
-        leaves = loss._leaves()
+        leaves = loss.leaves()
         logits = functional_call(loss.model, {**leaves, **loss.constants}, (loss.x[start:stop],))  # (n, classes)
         p = logits.detach().softmax(-1)
         u = torch.zeros_like(logits, requires_grad=True)
@@ -138,9 +137,9 @@ def gauss_newton_product(loss: LossOnSet, v: Params) -> Params:
         pairs = [(part, v[n]) for part, n in zip(jt_u, used) if part is not None]
         jv = torch.autograd.grad([a for a, _ in pairs], u, [b for _, b in pairs])[0]            # (n, classes)
         a_jv = p * jv - p * (p * jv).sum(-1, keepdim=True)
-        return loss._grad(logits, leaves, grad_outputs=a_jv / (stop - start))
+        return loss.grad(logits, leaves, grad_outputs=a_jv / (stop - start))
 
-    return loss._sum(part)
+    return loss.sum_over_chunks(part)
 
 
 def gauss_newton_top_eigenvalues(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, k: int = 1, *,
@@ -154,13 +153,8 @@ def gauss_newton_top_eigenvalues(model: nn.Module, params: Params, x: torch.Tens
     derivatives contribute little along the sharpest direction. Returns a float64 CPU tensor,
     largest first, in nats per squared parameter unit.
     """
-    check_fits_model(model, params)
-    k = check_int("k", k, 1)
+    k, dim, basis_bytes = check_lanczos_request(model, params, k, max_iter, memory_budget)
     names = trainable_names(model)
-    dim = sum(params[n].numel() for n in names)
-    if k > dim:
-        raise ValueError(f"k must be an int in 1..{dim} (the number of trainable parameters), got k={k}")
-    basis_bytes = min(max_iter, dim) * dim * params[names[0]].element_size()
     loss = LossOnSet(model, params, x, y, chunk_size=chunk_size, bn=bn, memory_budget=memory_budget,
                      reserved_bytes=basis_bytes)
     result = lanczos(lambda q: loss.flatten(gauss_newton_product(loss, loss.unflatten(q))), dim, k, tol=tol,

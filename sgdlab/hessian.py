@@ -188,7 +188,7 @@ class LossOnSet:
 
         return loss
 
-    def _sum(self, part_of_chunk: Callable[[int], Params]) -> Params:
+    def sum_over_chunks(self, part_of_chunk: Callable[[int], Params]) -> Params:
         """sum over chunks of (chunk size / N) * part_of_chunk(chunk index)."""
         total = {n: torch.zeros_like(t) for n, t in self.variables.items()}
         with batchnorm_mode(self.model, self.bn):
@@ -199,14 +199,15 @@ class LossOnSet:
                     total[n] += weight * part[n].detach()
         return total
 
-    def _as_tangent(self, v: Params) -> Params:
+    def as_tangent(self, v: Params) -> Params:
+        """``v`` restricted to the trainable names, on the variables' device and dtype."""
         return {n: v[n].to(self.variables[n]) for n in self.names}
 
-    def _leaves(self) -> Params:
+    def leaves(self) -> Params:
         """Fresh copies of the variables that autograd differentiates with respect to."""
         return {n: t.detach().requires_grad_() for n, t in self.variables.items()}
 
-    def _grad(self, outputs, leaves: Params, **options) -> Params:
+    def grad(self, outputs, leaves: Params, **options) -> Params:
         """``torch.autograd.grad`` of ``outputs`` with respect to ``leaves``, as a dict; zeros where unused."""
         parts = torch.autograd.grad(outputs, list(leaves.values()), allow_unused=True, materialize_grads=True, **options)
         return dict(zip(leaves, parts))
@@ -214,31 +215,31 @@ class LossOnSet:
     def gradient(self) -> Params:
         """The gradient of the mean loss (a dict over the trainable names)."""
         def part(i):
-            leaves = self._leaves()
-            return self._grad(self.loss_fn(i)(leaves), leaves)
+            leaves = self.leaves()
+            return self.grad(self.loss_fn(i)(leaves), leaves)
 
-        return self._sum(part)
+        return self.sum_over_chunks(part)
 
     def hvp(self, v: Params, mode: str = "reverse-over-reverse") -> Params:
         """H v, with H the Hessian of the mean loss, by ``mode`` (see the module docstring); keeps nothing."""
         if mode not in HVP_MODES:
             raise ValueError(f"mode={mode!r} is not known; choose one of: {', '.join(HVP_MODES)}")
-        v = self._as_tangent(v)
+        v = self.as_tangent(v)
         if mode == "forward-over-reverse":
-            return self._sum(lambda i: jvp(grad(self.loss_fn(i)), (self.variables,), (v,))[1])
-        return self._sum(lambda i: self._second_backward(*self._gradient_graph(i), v, keep=False))
+            return self.sum_over_chunks(lambda i: jvp(grad(self.loss_fn(i)), (self.variables,), (v,))[1])
+        return self.sum_over_chunks(lambda i: self._second_backward(*self._gradient_graph(i), v, keep=False))
 
     def _gradient_graph(self, index: int) -> tuple[Params, Params]:
         """``(leaves, g)``: chunk ``index``'s gradient ``g`` with its graph, for a second backward pass."""
-        leaves = self._leaves()
-        return leaves, self._grad(self.loss_fn(index)(leaves), leaves, create_graph=True)
+        leaves = self.leaves()
+        return leaves, self.grad(self.loss_fn(index)(leaves), leaves, create_graph=True)
 
     def _second_backward(self, leaves: Params, g: Params, v: Params, *, keep: bool) -> Params:
         """``d<g(w), v>/dw = H v`` through the graph of ``g``; ``keep`` keeps the graph for more products."""
         used = [n for n in self.names if g[n].requires_grad]  # a gradient that is constant has no graph
         if not used:
             return {n: torch.zeros_like(v[n]) for n in self.names}
-        return self._grad([g[n] for n in used], leaves, grad_outputs=[v[n] for n in used], retain_graph=keep)
+        return self.grad([g[n] for n in used], leaves, grad_outputs=[v[n] for n in used], retain_graph=keep)
 
     def hvp_operator(self) -> Callable[[Params], Params]:
         """A function ``v -> H v`` for many products at these parameters (Lanczos, alignment).
@@ -254,8 +255,8 @@ class LossOnSet:
             graphs = [self._gradient_graph(i) for i in range(len(self.chunks))]
 
         def product(v: Params) -> Params:
-            v = self._as_tangent(v)
-            return self._sum(lambda i: self._second_backward(*graphs[i], v, keep=True))
+            v = self.as_tangent(v)
+            return self.sum_over_chunks(lambda i: self._second_backward(*graphs[i], v, keep=True))
 
         return product
 
@@ -296,6 +297,28 @@ def hvp(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, v: P
     return LossOnSet(model, params, x, y, chunk_size=chunk_size, bn=bn, memory_budget=memory_budget).hvp(v, mode)
 
 
+def check_lanczos_request(model: nn.Module, params: Params, k: int, max_iter: int,
+                          memory_budget: int) -> tuple[int, int, int]:
+    """Check a request for the ``k`` top eigenvalues of a curvature matrix over the trainable
+    parameters by Lanczos (:func:`top_eigenvalues`, :func:`sgdlab.gauss_newton.gauss_newton_top_eigenvalues`);
+    return ``(k, dim, basis_bytes)``: the number of eigenvalues, of trainable parameters, and the
+    bytes the Lanczos basis of up to ``max_iter`` vectors takes, which must fit ``memory_budget``."""
+    check_fits_model(model, params)
+    k = check_int("k", k, 1)
+    max_iter = check_int("max_iter", max_iter, 1)
+    names = trainable_names(model)
+    dim = sum(params[n].numel() for n in names)
+    if k > dim:
+        raise ValueError(f"k must be an int in 1..{dim} (the number of trainable parameters), got k={k}")
+    basis_bytes = min(max_iter, dim) * dim * params[names[0]].element_size()
+    if basis_bytes > memory_budget:
+        raise ValueError(f"max_iter={max_iter} Lanczos vectors of {dim:,} parameters would need "
+                         f"{gibibytes(basis_bytes)}, "
+                         f"more than the budget memory_budget={memory_budget:,} bytes ({gibibytes(memory_budget)}): "
+                         f"lower max_iter")
+    return k, dim, basis_bytes
+
+
 def top_eigenvalues(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, k: int = 1, *,
                     tol: float = 1e-3, max_iter: int = 100, seed: int = 0, return_vectors: bool = False,
                     chunk_size: int | None = None, bn: str = "eval", memory_budget: int = DEFAULT_MEMORY_BUDGET):
@@ -311,19 +334,8 @@ def top_eigenvalues(model: nn.Module, params: Params, x: torch.Tensor, y: torch.
     trainable parameters. The Lanczos basis (up to ``max_iter`` parameter-sized vectors)
     counts against ``memory_budget``.
     """
-    check_fits_model(model, params)
-    k = check_int("k", k, 1)
-    max_iter = check_int("max_iter", max_iter, 1)
+    k, dim, basis_bytes = check_lanczos_request(model, params, k, max_iter, memory_budget)
     names = trainable_names(model)
-    dim = sum(params[n].numel() for n in names)
-    if k > dim:
-        raise ValueError(f"k must be an int in 1..{dim} (the number of trainable parameters), got k={k}")
-    basis_bytes = min(max_iter, dim) * dim * params[names[0]].element_size()
-    if basis_bytes > memory_budget:
-        raise ValueError(f"max_iter={max_iter} Lanczos vectors of {dim:,} parameters would need "
-                         f"{gibibytes(basis_bytes)}, "
-                         f"more than the budget memory_budget={memory_budget:,} bytes ({gibibytes(memory_budget)}): "
-                         f"lower max_iter")
     loss = LossOnSet(model, params, x, y, chunk_size=chunk_size, bn=bn, memory_budget=memory_budget,
                      reserved_bytes=basis_bytes)
     product = loss.hvp_operator()

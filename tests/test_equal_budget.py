@@ -26,19 +26,6 @@ def test_seconds_per_step_times_each_batch_size(digits):
     assert all(0 < s < 10 for s in per_step.values())
 
 
-def test_snapshots_are_kept_at_the_start_and_every_few_steps(digits):
-    keep = equal_budget.FlatSnapshots(3)
-    model = sgdlab.make_model("mlp", digits, seed=0)
-    start = sgdlab.flatten(sgdlab.model_params(model, buffers=False)).clone()
-    sgdlab.train(model, digits, lr=0.1, batch_size=100, steps=9, seed=0, progress=False, evaluate=False,
-                 callbacks=[keep])
-    assert len(keep.points) == 1 + 3
-    assert torch.equal(keep.points[0], start)
-    assert torch.equal(keep.points[-1], sgdlab.flatten(sgdlab.model_params(model, buffers=False)))
-    with pytest.raises(ValueError, match="every must be a positive int"):
-        equal_budget.FlatSnapshots(0)
-
-
 def test_routes_in_a_planted_plane_are_fully_explained_and_keep_their_distances():
     rng = np.random.default_rng(0)
     basis = torch.linalg.qr(torch.tensor(rng.normal(size=(20, 2))))[0].T     # two orthonormal directions in R^20
