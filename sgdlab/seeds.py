@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import warnings
 from typing import Sequence
 
 import numpy as np
@@ -44,8 +43,8 @@ from .data import Dataset, steps_per_epoch
 from .models import make_model
 from .params import Params
 from .checks import check_seed
-from .callbacks import History
-from .train import check_batch_size, check_dataset, check_lr, check_weight_decay, train
+from .callbacks import History, has_diverged, mark_diverged
+from .train import check_batch_size, check_dataset, check_diverge_factor, check_lr, check_weight_decay, train
 
 # examples per evaluation chunk summed over the seeds (4096 // len(seeds) each), as
 # sgdlab.params.loss_and_accuracy's 4096 for one model: the activations of all seeds on one
@@ -96,8 +95,7 @@ def _check(dataset, seeds, lr, batch_size, epochs, weight_decay, diverge_factor)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
         raise ValueError(f"epochs must be a positive int, got epochs={epochs!r}")
     check_weight_decay(weight_decay)
-    if diverge_factor is not None and not (isinstance(diverge_factor, (int, float)) and diverge_factor > 1):
-        raise ValueError(f"diverge_factor must be a number above 1 or None, got diverge_factor={diverge_factor!r}")
+    check_diverge_factor(diverge_factor)
     return seeds, batch_size
 
 
@@ -155,7 +153,6 @@ def train_seeds(
     started = time.perf_counter()
     alive = [True] * len(seeds)
     keep = None  # once a seed has stopped: (seeds,) bool tensor, True for the seeds still training
-    limits = [math.inf] * len(seeds)  # a seed diverges at a loss above its limit (set after its first step)
     step_index = 0
     for epoch in range(epochs):
         model.train()
@@ -175,18 +172,17 @@ def train_seeds(
             loss = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(1)
             grads = torch.autograd.grad(loss.sum(), weight_list)
             losses = loss.tolist()
-            stopped = [i for i in range(len(seeds)) if alive[i] and (not math.isfinite(losses[i]) or losses[i] > limits[i])]
+            first = [h.step_loss[0] if h.step_loss else None for h in histories]
+            stopped = [i for i in range(len(seeds)) if alive[i] and has_diverged(losses[i], first[i], diverge_factor)]
             for i in stopped:
                 alive[i] = False
-                _mark_diverged(histories[i], losses[i], step_index, epoch, lr, diverge_factor,
-                               histories[i].step_loss[0] if histories[i].step_loss else math.nan)
+                mark_diverged(histories[i], loss=losses[i], step=step_index, epoch=epoch, lr=lr, factor=diverge_factor,
+                              first_loss=first[i], warn=True)
             if stopped:
                 keep = torch.tensor(alive, device=device)
             for i in range(len(seeds)):
                 if alive[i]:
                     histories[i].step_loss.append(losses[i])
-                    if step_index == 0 and diverge_factor is not None:
-                        limits[i] = diverge_factor * losses[i]
             with torch.no_grad():
                 if weight_decay:
                     grads = torch._foreach_add(grads, weight_list, alpha=weight_decay)
@@ -216,16 +212,6 @@ def train_seeds(
 def _per_seed(keep: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """``keep`` (seeds,) viewed so that it broadcasts against the stacked tensor ``t`` (seeds, ...)."""
     return keep.view(-1, *[1] * (t.dim() - 1))
-
-
-def _mark_diverged(history: History, loss: float, step: int, epoch: int, lr: float, factor, first: float) -> None:
-    """Record a seed's divergence as :func:`sgdlab.train` does, and warn."""
-    history.diverged_at = step
-    history.stopped_because = (
-        f"the mini-batch loss reached {loss:.4g} at step {step} (epoch {epoch}) with lr={lr:g}"
-        + (f", over {factor:g} times the first loss {first:.4g}" if math.isfinite(loss) else "")
-    )
-    warnings.warn(f"training diverged: {history.stopped_because}; try a smaller learning rate", RuntimeWarning, stacklevel=3)
 
 
 def _evaluate(model, shared_logits, weights, buffers, dataset, histories, alive, epochs_done: float) -> None:

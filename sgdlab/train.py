@@ -174,6 +174,14 @@ def check_dataset(dataset) -> None:
                              f"the {dataset.num_classes} classes are 0..{dataset.num_classes - 1}")
 
 
+def check_diverge_factor(diverge_factor) -> None:
+    """``diverge_factor`` (how many times its first mini-batch loss a run may reach before it counts
+    as diverged, see :func:`sgdlab.callbacks.has_diverged`) must be a number above 1, or None."""
+    if diverge_factor is not None and not (isinstance(diverge_factor, (int, float)) and not isinstance(diverge_factor, bool)
+                                           and diverge_factor > 1):
+        raise ValueError(f"diverge_factor must be a number above 1 or None, got diverge_factor={diverge_factor!r}")
+
+
 def check_train_arguments(model, dataset, *, lr, batch_size, epochs=None, steps=None, weight_decay=0.0, seed=0,
                           diverge_factor=100.0) -> int:
     """Validate the arguments of :func:`train` (the model must fit the data); return the batch size as an int."""
@@ -187,8 +195,7 @@ def check_train_arguments(model, dataset, *, lr, batch_size, epochs=None, steps=
     for label, value in (("epochs", epochs), ("steps", steps)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
             raise ValueError(f"{label} must be a positive int, got {label}={value!r}")
-    if diverge_factor is not None and not (isinstance(diverge_factor, (int, float)) and diverge_factor > 1):
-        raise ValueError(f"diverge_factor must be a number above 1 or None, got diverge_factor={diverge_factor!r}")
+    check_diverge_factor(diverge_factor)
     model.to(dataset.device)
     try:
         with evaluation(model), torch.no_grad():
