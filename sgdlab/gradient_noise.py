@@ -1,7 +1,7 @@
 """How well a mini-batch gradient points along the full gradient, during training.
 
 The full gradient ``g`` is the mean of the per-example gradients of a set of ``N`` examples
-(:func:`sgdlab.per_example_gradients`, BatchNorm in eval mode). A mini-batch gradient
+(:func:`sgdlab.per_example.per_example_gradients`, BatchNorm in eval mode). A mini-batch gradient
 ``g_B`` is the mean over ``B`` of them, drawn without replacement as :func:`sgdlab.train`
 draws within an epoch. We measure ``cos(g_B, g)``: positive means that a step along ``-g_B``
 goes, to first order, downhill on the loss over the whole set.
@@ -15,10 +15,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .callbacks import Callback
 from .models import make_model
-from .params import clone_params, model_params
 from .per_example import per_example_gradients
+from .recorders import IterateRecorder
 from .train import train
 
 
@@ -128,21 +127,6 @@ def minibatch_cosines(per_example: torch.Tensor, batch_sizes: Sequence[int], dra
     return out
 
 
-class _ParamsAt(Callback):
-    """Keeps a copy of the parameters (and buffers) after the updates listed in ``steps`` (0: before training)."""
-
-    def __init__(self, steps):
-        self.steps = set(steps)
-
-    def on_train_begin(self, model, dataset):
-        self.model = model
-        self.kept = {0: clone_params(model_params(model))} if 0 in self.steps else {}
-
-    def on_step(self, step):
-        if step.index + 1 in self.steps:
-            self.kept[step.index + 1] = clone_params(model_params(self.model))
-
-
 @dataclasses.dataclass
 class CosinesOverTraining:
     """What :func:`cosines_over_training` returns: ``cosines[i, j]`` holds the ``draws`` cosines
@@ -169,16 +153,17 @@ def cosines_over_training(arch: str, dataset, *, lr: float, batch_size: int, ste
         raise ValueError(f"steps must be non-negative update counts, got {steps}")
     n = dataset.n_train if examples is None else min(examples, dataset.n_train)
     model = make_model(arch, dataset, seed=seed).to(dataset.device)
-    keeper = _ParamsAt(steps)
+    keeper = IterateRecorder(at=[s for s in steps if s > 0])  # and the initialisation, always
     if steps[-1] > 0:
         train(model, dataset, lr=lr, batch_size=batch_size, steps=steps[-1], seed=seed, progress=False,
               evaluate=False, callbacks=[keeper])
     else:
         keeper.on_train_begin(model, dataset)
+    kept = dict(zip(keeper.steps, keeper.iterates))
     x, y = dataset.x_train[:n], dataset.y_train[:n]
     cosines, norms = [], []
     for s in steps:
-        G = per_example_gradients(model, keeper.kept[s], x, y)
+        G = per_example_gradients(model, kept[s], x, y)
         by_size = minibatch_cosines(G, batch_sizes, draws, seed=seed)
         cosines.append(torch.stack([by_size[B] for B in batch_sizes]).cpu().numpy())
         norms.append(G.double().mean(0).norm().item())

@@ -75,11 +75,11 @@ class StepQuadratic:
 
 
 class StepQuadraticRecorder(Callback):
-    """Records :class:`StepQuadratic` for the updates a :class:`WalkRecorder` with the same
+    """Records :class:`StepQuadratic` for the updates a :class:`sgdlab.walk.WalkRecorder` with the same
     ``epochs`` and ``steps`` would record: one full-set gradient and one Hessian-vector
     product (:class:`sgdlab.hessian.LossOnSet`) per update, on ``x``, ``y`` (default: the whole
     training set), with BatchNorm as ``bn`` says; with ``alignment``, one more product for
-    :attr:`StepQuadratic.alignment`."""
+    ``StepQuadratic.alignment``."""
 
     wants_params_before = True
 
@@ -119,7 +119,7 @@ class StepQuadraticRecorder(Callback):
 def walk_with_quadratic(model: nn.Module, dataset, *, epochs: Sequence[int], lr: float, batch_size,
                         steps: int | None = None, eval_examples: int | None = None, bn: str = "batch",
                         alignment: bool = True, **train_options):
-    """:func:`record_walk`, and the quadratic model of every recorded step (:class:`StepQuadraticRecorder`,
+    """:func:`sgdlab.walk.record_walk`, and the quadratic model of every recorded step (:class:`StepQuadraticRecorder`,
     on the same examples and BatchNorm mode, with the full gradient's ``alignment`` unless told
     not to). Returns ``(history, walk_result, step_quadratic)``, the last two over the same
     updates in the same order."""
@@ -138,7 +138,7 @@ def valley_share_by_ratio(quadratics, inside, edges: Sequence[float]) -> list[di
 
     ``quadratics``: a :class:`StepQuadratic` or a list of them, ``inside``: for each of their
     steps (a list of arrays alike) whether the measured segment has its lowest point strictly
-    inside. Bins are ``[edges[i], edges[i + 1])`` of :attr:`StepQuadratic.ratio`
+    inside. Bins are ``[edges[i], edges[i + 1])`` of ``StepQuadratic.ratio``
     (``lr g_B.H.g_B / g.g_B``); steps that start uphill (``g.g_B <= 0``) fall in no bin. One
     row per bin: ``low``, ``high``, ``steps``, ``share`` and ``median`` (the bin's median
     ratio; NaN when the bin is empty).
