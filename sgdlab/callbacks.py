@@ -136,7 +136,7 @@ def check_not_diverged(history: History, label: str = "") -> None:
 def has_diverged(loss: float, first_loss: float | None, factor: float | None) -> bool:
     """Whether a mini-batch loss means the run diverged: it is not finite, or it exceeds ``factor``
     times the run's first mini-batch loss (``first_loss``; ``None`` before the first step, and
-    ``factor=None`` checks finiteness only). :func:`sgdlab.train` and :func:`sgdlab.train_seeds` judge alike."""
+    ``factor=None`` checks finiteness only). :func:`sgdlab.train` and :func:`sgdlab.seeds.train_seeds` judge alike."""
     return not math.isfinite(loss) or (factor is not None and first_loss is not None and loss > factor * first_loss)
 
 

@@ -4,7 +4,7 @@ Two counts from the nonconvexity chapter. Every network has many copies with the
 loss, one per reordering of each hidden layer's units (:func:`log10_permuted_copies`).
 Among networks trained from different seeds, two runs sit in *distinct* minima when the
 loss rises by at least ``threshold`` (nats) above the straight line between them
-(:func:`sgdlab.lmc_barrier`'s ``above_line``); :func:`largest_separated_set` counts how many
+(:func:`sgdlab.landscape.lmc_barrier`'s ``above_line``); :func:`largest_separated_set` counts how many
 runs are pairwise separated, and :func:`census` does so before and after aligning each pair
 by weight matching, which removes the barriers that only permutation symmetry put there.
 
@@ -62,10 +62,10 @@ def pairwise_barriers(model: torch.nn.Module, nets: list[Params], x: torch.Tenso
     """The barriers between every pair of ``nets`` on ``(x, y)``: as trained, and after weight matching.
 
     ``model`` gives the architecture (``nets`` are parameter dicts of it); ``spec`` defaults
-    to its :func:`sgdlab.permutation_spec`. For ``i < j``, the matched barrier is the one
-    between ``nets[i]`` and ``nets[j]`` permuted by :func:`sgdlab.weight_matching` onto
+    to its :func:`sgdlab.permutation.permutation_spec`. For ``i < j``, the matched barrier is the one
+    between ``nets[i]`` and ``nets[j]`` permuted by :func:`sgdlab.permutation.weight_matching` onto
     ``nets[i]``. Returns ``(raw, matched)``, each (runs, runs), symmetric, in nats
-    (``above_line`` of :func:`sgdlab.lmc_barrier`), zeros on the diagonal.
+    (``above_line`` of :func:`sgdlab.landscape.lmc_barrier`), zeros on the diagonal.
     """
     spec = permutation_spec(model) if spec is None else spec
     runs = len(nets)

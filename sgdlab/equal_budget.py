@@ -4,7 +4,7 @@ A fair comparison gives each method its own learning rate, tuned on the same gri
 criterion (the lowest mean final training loss over seeds), and the same budget: the same
 number of examples processed (equal compute) or the same wall-clock time, converted into
 steps with the measured time of one step (:func:`seconds_per_step`). Seeds are trained
-together with :func:`sgdlab.train_seeds`. The routes of two runs are compared in the plane
+together with :func:`sgdlab.seeds.train_seeds`. The routes of two runs are compared in the plane
 of the two principal directions of their weight snapshots (:func:`principal_routes`).
 """
 
@@ -68,7 +68,7 @@ class RateTuning:
 def tune_each(arch: str, dataset, seeds: Sequence[int], lrs: Sequence[float], budgets: dict) -> RateTuning:
     """Tunes the learning rate of each budget separately. ``budgets``: ``{label: (batch_size,
     epochs)}``, ``batch_size`` an int or ``"full"`` (GD: one step per epoch). Every rate of
-    ``lrs`` is trained on every seed (:func:`sgdlab.train_seeds`, constant rate, no
+    ``lrs`` is trained on every seed (:func:`sgdlab.seeds.train_seeds`, constant rate, no
     evaluation during training); a diverged seed stops without a warning."""
     final = {}
     with warnings.catch_warnings():

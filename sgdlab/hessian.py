@@ -261,7 +261,7 @@ class LossOnSet:
         return product
 
     def flatten(self, v: Params) -> torch.Tensor:
-        """``v`` (one tensor per trainable parameter) as one vector, in :attr:`names` order."""
+        """``v`` (one tensor per trainable parameter) as one vector, in ``names`` order."""
         return flatten({n: v[n] for n in self.names})
 
     def unflatten(self, vector: torch.Tensor) -> Params:

@@ -375,7 +375,7 @@ class DistanceScale:
 
     @property
     def live_swaps(self) -> np.ndarray:
-        """Bool per row of :attr:`swaps`: a swap of two live units."""
+        """Bool per row of ``swaps``: a swap of two live units."""
         return self.swaps["kind"] == "live"
 
     @property

@@ -248,7 +248,7 @@ class IterateRecorder(Callback):
             self._keep(history.steps)
 
     def flat(self, *, trainable_only: bool = True) -> torch.Tensor:
-        """The iterates as rows of one matrix, ``(len(steps), P)``: each :func:`sgdlab.params.flatten`ed,
+        """The iterates as rows of one matrix, ``(len(steps), P)``: each flattened by :func:`sgdlab.params.flatten`,
         over the trainable parameters only unless told otherwise."""
         names = {name for name, _ in self._model.named_parameters()}
         return torch.stack([flatten({k: v for k, v in it.items() if k in names or not trainable_only})
