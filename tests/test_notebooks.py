@@ -103,6 +103,16 @@ def test_notebook_is_clean_and_asks_colab_for_a_gpu(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_cell_has_its_own_id(path):
+    """nbformat 4.5 cells carry ids; a cell without one gets a new id whenever the notebook is
+    executed, so the executed copy no longer matches its source (the student edition refuses it)."""
+    cells = json.loads(path.read_text())["cells"]
+    ids = [c.get("id") for c in cells]
+    assert None not in ids, [i for i, c in enumerate(cells) if "id" not in c]
+    assert len(set(ids)) == len(ids)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_is_in_the_table_of_contents(path):
     assert f"file: book/{path.stem}" in (ROOT / "_toc.yml").read_text()
 
