@@ -117,3 +117,36 @@ def test_a_notebook_s_folded_solution_renders_as_the_exercise_s_solution_in_the_
         assert ("forty-two" in html) == (edition == "book")
         if edition == "book":
             assert 'class="solution' in html and "ex-one" in html
+
+
+def test_the_katex_server_is_connected_once_it_listens_not_refused_while_it_binds(tmp_path):
+    """tools/katex_start.py: a server that binds its socket, then listens only later, is connected
+    to (sphinxcontrib-katex's own start tries once and fails the build); one that never listens
+    times out with the extension's error, and its process is stopped."""
+    import katex_start
+
+    slow = ("import socket, sys, time\n"
+            "s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); time.sleep(float(sys.argv[2]))\n"
+            "s.listen(); time.sleep(30)\n")
+
+    class Fake:
+        delay = 0.3
+
+        @classmethod
+        def build_command(cls, socket):
+            return [sys.executable, "-c", slow, str(socket), str(cls.delay)]
+
+        @classmethod
+        def timeout_error(cls, timeout):
+            return TimeoutError(f"no KaTeX server within {timeout} s")
+
+    process, sock = katex_start.start_server_process(Fake, tmp_path, 5.0)
+    try:
+        assert sock.getpeername() == str(tmp_path / "katex.sock")
+    finally:
+        sock.close()
+        process.kill()
+    Fake.delay = 30
+    (tmp_path / "katex.sock").unlink()
+    with pytest.raises(TimeoutError, match="within 0.5 s"):
+        katex_start.start_server_process(Fake, tmp_path, 0.5)
