@@ -89,10 +89,20 @@ def crosses_barrier(curve, tol: float = 0.0) -> bool:
     return bool(excess_over_ends(_check_curves(curve)) > tol)
 
 
+def valley_inside(curves) -> np.ndarray:
+    """Bool per segment (the last axis holds a segment's losses, alpha = 0 to 1): some interior
+    point is below both ends, so the lowest point lies strictly inside (a valley between them).
+
+    >>> valley_inside(np.array([[1.0, 0.5, 2.0], [1.0, 1.0, 2.0], [2.0, 1.5, 1.0]]))
+    array([ True, False, False])
+    """
+    curves = _check_curves(curves)
+    return curves[..., 1:-1].min(axis=-1) < np.minimum(curves[..., 0], curves[..., -1])
+
+
 def has_interior_minimum(curve) -> bool:
-    """True when some interior point of the segment is below both ends (a valley between them)."""
-    curve = _check_curves(curve)
-    return bool(curve[..., 1:-1].min(axis=-1) < np.minimum(curve[..., 0], curve[..., -1]))
+    """True when some interior point of the one segment ``curve`` is below both ends (:func:`valley_inside`)."""
+    return bool(valley_inside(curve))
 
 
 class LineEngine:

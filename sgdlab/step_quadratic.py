@@ -28,7 +28,8 @@ from torch import nn
 from .callbacks import Callback
 from .hessian import LossOnSet
 from .models import make_model
-from .walk import WalkResult, check_eval_examples, record_walk, valley_inside
+from .landscape import valley_inside
+from .walk import WalkResult, check_eval_examples, record_walk
 
 
 @dataclasses.dataclass
@@ -187,7 +188,7 @@ class ValleyPrediction:
 
     ``per_step``: for each run's key, a dict of arrays with one entry per step, in order:
     ``inside`` (the measured segment has its lowest point strictly inside,
-    :func:`sgdlab.walk.valley_inside`), ``predicted`` (:meth:`StepQuadratic.predicts_valley`),
+    :func:`sgdlab.landscape.valley_inside`), ``predicted`` (:meth:`StepQuadratic.predicts_valley`),
     ``lowest`` (the measured lowest point's alpha, in units of the step), and ``quadratic``
     (the run's :class:`StepQuadratic`). ``by_kind``: :func:`valley_share_by_ratio` over the
     bins the function was given, pooling the runs whose key starts with each kind (``"GD"``,

@@ -25,7 +25,7 @@ from torch import nn
 
 from .callbacks import Callback
 from .files import write_atomic
-from .landscape import DEFAULT_ALPHAS, LineEngine, check_alphas, excess_over_ends
+from .landscape import DEFAULT_ALPHAS, LineEngine, check_alphas, excess_over_ends, valley_inside
 from .models import make_model
 from .params import BN_MODES, clone_params, model_params
 from .train import train
@@ -116,16 +116,6 @@ class WalkResult:
                 batch_loss=[data[f"batch_loss_{e}"] for e in epochs],
                 config=json.loads(str(data["config"])),
             )
-
-
-def valley_inside(curves: np.ndarray) -> np.ndarray:
-    """Bool per segment of ``curves`` (shape ``(n_segments, len(alphas))``, as in
-    :class:`WalkResult`): its lowest point lies strictly inside, below both ends.
-
-    >>> valley_inside(np.array([[1.0, 0.5, 2.0], [1.0, 1.0, 2.0], [2.0, 1.5, 1.0]]))
-    array([ True, False, False])
-    """
-    return curves[:, 1:-1].min(axis=1) < np.minimum(curves[:, 0], curves[:, -1])
 
 
 def _census_row(steps: np.ndarray, curves: np.ndarray, tol: float, **extra) -> dict:

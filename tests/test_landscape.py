@@ -6,7 +6,8 @@ import sgdlab
 from crash import CrashAt
 from sgdlab.landscape import DEFAULT_ALPHAS, barrier_height, crosses_barrier, has_interior_minimum, interpolate, lmc_barrier
 from sgdlab.step_quadratic import StepQuadratic, gd_and_sgd_walks, valley_prediction, walk_with_quadratic
-from sgdlab.walk import WalkRecorder, WalkResult, valley_inside
+from sgdlab.landscape import valley_inside
+from sgdlab.walk import WalkRecorder, WalkResult
 
 
 def naive_curve(model, a, b, x, y, alphas=DEFAULT_ALPHAS, bn="eval", chunk_size=500):
